@@ -1,0 +1,241 @@
+using TorchSharp;
+using VqDiffusion.Model.Configuration;
+using static TorchSharp.torch;
+
+namespace VqDiffusion.Model.Schedulers;
+
+/// <summary>
+/// Port of diffusers' <c>VQDiffusionScheduler</c> (mask-and-replace diffusion, Gu et al. 2022).
+/// The schedule tables are computed in float64 exactly like diffusers (numpy arithmetic, torch.log)
+/// and kept as float32. The scheduler holds no per-request state: <see cref="Timesteps"/> returns the
+/// timesteps of a run and <see cref="Step"/> takes the request's generator, so one instance serves
+/// concurrent requests.
+/// </summary>
+public sealed class VQDiffusionScheduler : IDisposable
+{
+    private readonly Tensor _logAt;
+    private readonly Tensor _logBt;
+    private readonly Tensor _logCt;
+    private readonly Tensor _logCumprodAt;
+    private readonly Tensor _logCumprodBt;
+    private readonly Tensor _logCumprodCt;
+
+    public VQDiffusionScheduler(VQDiffusionSchedulerConfig config, Device? device = null)
+    {
+        if (config.NumVecClasses is not int numVecClasses || numVecClasses < 2)
+        {
+            throw new ArgumentException("num_vec_classes must be set and at least 2 (codes + the mask class).", nameof(config));
+        }
+
+        if (config.NumTrainTimesteps < 2)
+        {
+            throw new ArgumentException("num_train_timesteps must be at least 2.", nameof(config));
+        }
+
+        Config = config;
+        NumEmbed = numVecClasses;
+        MaskClass = numVecClasses - 1;
+        device ??= CPU;
+
+        var (at, att) = AlphaSchedules(config.NumTrainTimesteps, config.AlphaCumStart, config.AlphaCumEnd);
+        var (ct, ctt) = GammaSchedules(config.NumTrainTimesteps, config.GammaCumStart, config.GammaCumEnd);
+        int numNonMaskClasses = NumEmbed - 1;
+        double[] bt = at.Select((a, i) => (1 - a - ct[i]) / numNonMaskClasses).ToArray();
+        double[] btt = att.Select((a, i) => (1 - a - ctt[i]) / numNonMaskClasses).ToArray();
+
+        _logAt = LogTable(at, device);
+        _logBt = LogTable(bt, device);
+        _logCt = LogTable(ct, device);
+        _logCumprodAt = LogTable(att, device);
+        _logCumprodBt = LogTable(btt, device);
+        _logCumprodCt = LogTable(ctt, device);
+    }
+
+    public VQDiffusionSchedulerConfig Config { get; }
+
+    /// <summary>Number of classes including the mask class.</summary>
+    public int NumEmbed { get; }
+
+    public int MaskClass { get; }
+
+    public int NumTrainTimesteps => Config.NumTrainTimesteps;
+
+    public Tensor log_at => _logAt;
+
+    public Tensor log_bt => _logBt;
+
+    public Tensor log_ct => _logCt;
+
+    public Tensor log_cumprod_at => _logCumprodAt;
+
+    public Tensor log_cumprod_bt => _logCumprodBt;
+
+    public Tensor log_cumprod_ct => _logCumprodCt;
+
+    /// <summary>
+    /// diffusers' <c>set_timesteps(n)</c>: the timesteps are <c>n-1, ..., 0</c> (not spread over the
+    /// training range). <paramref name="numInferenceSteps"/> must be in 1..num_train_timesteps.
+    /// </summary>
+    public long[] Timesteps(int numInferenceSteps)
+    {
+        if (numInferenceSteps < 1 || numInferenceSteps > NumTrainTimesteps)
+        {
+            throw new ArgumentOutOfRangeException(nameof(numInferenceSteps), numInferenceSteps,
+                $"num_inference_steps must be between 1 and {NumTrainTimesteps} (num_train_timesteps).");
+        }
+
+        return Enumerable.Range(0, numInferenceSteps).Reverse().Select(i => (long)i).ToArray();
+    }
+
+    /// <summary>
+    /// One reverse step: <c>x_{t-1} = argmax(log p(x_{t-1} | x_t) + Gumbel noise)</c>. At t = 0 the
+    /// model output itself is sampled. Exactly one <c>torch.rand</c> draw of the log-probs' shape is
+    /// taken from <paramref name="generator"/> on the CPU (then moved to the model's device), so a seed
+    /// gives the same samples on any device.
+    /// </summary>
+    public Tensor Step(Tensor modelOutput, long timestep, Tensor sample, Generator? generator)
+    {
+        using var scope = NewDisposeScope();
+        Tensor logPxtMin1 = timestep == 0 ? modelOutput.alias() : QPosterior(modelOutput, sample, timestep);
+        Tensor noised = GumbelNoised(logPxtMin1, generator);
+        return noised.argmax(1).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// log q(x_{t-1} | x_t, x_0) marginalised over p(x_0): diffusers' <c>q_posterior</c>.
+    /// <paramref name="logPx0"/> is [B, K-1, N] (no mask class), the result is [B, K, N].
+    /// </summary>
+    public Tensor QPosterior(Tensor logPx0, Tensor xT, long t)
+    {
+        using var scope = NewDisposeScope();
+        Tensor logOnehotXt = IndexToLogOnehot(xT, NumEmbed);
+        Tensor logQxtGivenX0 = LogQtTransitioningToKnownClass(t, xT, logOnehotXt, cumulative: true);
+        Tensor logQtGivenXtMin1 = LogQtTransitioningToKnownClass(t, xT, logOnehotXt, cumulative: false);
+
+        Tensor q = logPx0 - logQxtGivenX0;
+        Tensor qLogSumExp = q.logsumexp(1, keepdim: true);
+        q = q - qLogSumExp;
+        q = ApplyCumulativeTransitions(q, t - 1);
+        Tensor result = q + logQtGivenXtMin1 + qLogSumExp;
+        return result.MoveToOuterDisposeScope();
+    }
+
+    internal static Tensor IndexToLogOnehot(Tensor x, int numClasses)
+    {
+        using var onehot = nn.functional.one_hot(x, numClasses);
+        using var permuted = onehot.permute(0, 2, 1);
+        using var asFloat = permuted.to(float32);
+        using var clamped = asFloat.clamp(min: 1e-30);
+        return clamped.log();
+    }
+
+    private Tensor LogQtTransitioningToKnownClass(long t, Tensor xT, Tensor logOnehotXt, bool cumulative)
+    {
+        using var scope = NewDisposeScope();
+        Tensor a = cumulative ? _logCumprodAt[t] : _logAt[t];
+        Tensor b = cumulative ? _logCumprodBt[t] : _logBt[t];
+        Tensor c = cumulative ? _logCumprodCt[t] : _logCt[t];
+
+        Tensor? fromMasked = cumulative ? null : logOnehotXt[.., -1, ..].unsqueeze(1);
+        Tensor known = logOnehotXt[.., ..^1, ..];
+        Tensor logQt = (known + a).logaddexp(b);
+
+        Tensor maskClassMask = xT.eq(MaskClass).unsqueeze(1).expand(-1, NumEmbed - 1, -1);
+        logQt = where(maskClassMask, c, logQt);
+
+        if (fromMasked is not null)
+        {
+            logQt = cat([logQt, fromMasked], 1);
+        }
+
+        return logQt.MoveToOuterDisposeScope();
+    }
+
+    private Tensor ApplyCumulativeTransitions(Tensor q, long t)
+    {
+        using var scope = NewDisposeScope();
+        long bsz = q.shape[0];
+        long numLatentPixels = q.shape[2];
+        Tensor a = _logCumprodAt[t];
+        Tensor b = _logCumprodBt[t];
+        Tensor c = _logCumprodCt[t].expand(bsz, 1, numLatentPixels);
+        Tensor result = cat([(q + a).logaddexp(b), c], 1);
+        return result.MoveToOuterDisposeScope();
+    }
+
+    private static Tensor GumbelNoised(Tensor logits, Generator? generator)
+    {
+        using var scope = NewDisposeScope();
+        Tensor uniform = rand(logits.shape, dtype: float32, device: CPU, generator: generator);
+        if (logits.device_type != DeviceType.CPU)
+        {
+            uniform = uniform.to(logits.device);
+        }
+
+        Tensor gumbel = -(-(uniform + 1e-30).log() + 1e-30).log();
+        Tensor noised = gumbel + logits;
+        return noised.MoveToOuterDisposeScope();
+    }
+
+    private static Tensor LogTable(double[] values, Device device)
+    {
+        using var t64 = tensor(values, dtype: float64);
+        using var log64 = t64.log();
+        return log64.to(float32, device);
+    }
+
+    /// <summary>diffusers <c>alpha_schedules</c> (numpy float64 arithmetic, same operation order).</summary>
+    internal static (double[] At, double[] Att) AlphaSchedules(int n, double start, double end)
+    {
+        var attRaw = new double[n + 1];
+        attRaw[0] = 1;
+        for (int i = 0; i < n; i++)
+        {
+            attRaw[i + 1] = ((double)i / (n - 1) * (end - start)) + start;
+        }
+
+        var at = new double[n];
+        for (int i = 0; i < n; i++)
+        {
+            at[i] = attRaw[i + 1] / attRaw[i];
+        }
+
+        var att = new double[n + 1];
+        Array.Copy(attRaw, 1, att, 0, n);
+        att[n] = 1;
+        return (at, att);
+    }
+
+    /// <summary>diffusers <c>gamma_schedules</c> (numpy float64 arithmetic, same operation order).</summary>
+    internal static (double[] Ct, double[] Ctt) GammaSchedules(int n, double start, double end)
+    {
+        var cttRaw = new double[n + 1];
+        cttRaw[0] = 0;
+        for (int i = 0; i < n; i++)
+        {
+            cttRaw[i + 1] = ((double)i / (n - 1) * (end - start)) + start;
+        }
+
+        var ct = new double[n];
+        for (int i = 0; i < n; i++)
+        {
+            double oneMinusCt = (1 - cttRaw[i + 1]) / (1 - cttRaw[i]);
+            ct[i] = 1 - oneMinusCt;
+        }
+
+        var ctt = new double[n + 1];
+        Array.Copy(cttRaw, 1, ctt, 0, n);
+        ctt[n] = 0;
+        return (ct, ctt);
+    }
+
+    public void Dispose()
+    {
+        _logAt.Dispose();
+        _logBt.Dispose();
+        _logCt.Dispose();
+        _logCumprodAt.Dispose();
+        _logCumprodBt.Dispose();
+        _logCumprodCt.Dispose();
+    }
+}

@@ -1,0 +1,110 @@
+using System.Text.Json;
+using TorchSharp;
+using VqDiffusion.Model.Configuration;
+using VqDiffusion.Model.Schedulers;
+using VqDiffusion.Model.Tests.TestSupport;
+using Xunit.Abstractions;
+
+namespace VqDiffusion.Model.Tests.Schedulers;
+
+public sealed class VQDiffusionSchedulerTests
+{
+    private readonly ITestOutputHelper _output;
+
+    public VQDiffusionSchedulerTests(ITestOutputHelper output) => _output = output;
+
+    private static VQDiffusionScheduler CreateTiny() =>
+        new(ConfigFile.Load<VQDiffusionSchedulerConfig>(Path.Combine(Fixtures.TinyModel, "scheduler", "scheduler_config.json")));
+
+    [Theory]
+    [InlineData("log_at")]
+    [InlineData("log_bt")]
+    [InlineData("log_ct")]
+    [InlineData("log_cumprod_at")]
+    [InlineData("log_cumprod_bt")]
+    [InlineData("log_cumprod_ct")]
+    public void ScheduleTablesMatchDiffusers(string name)
+    {
+        var golden = Fixtures.LoadGolden("scheduler.safetensors");
+        using var scheduler = CreateTiny();
+        torch.Tensor actual = name switch
+        {
+            "log_at" => scheduler.log_at,
+            "log_bt" => scheduler.log_bt,
+            "log_ct" => scheduler.log_ct,
+            "log_cumprod_at" => scheduler.log_cumprod_at,
+            "log_cumprod_bt" => scheduler.log_cumprod_bt,
+            _ => scheduler.log_cumprod_ct,
+        };
+
+        // -inf entries (log 0 at the appended end of the cumulative tables) must match as -inf.
+        using var expectedInf = golden[name].isinf();
+        using var actualInf = actual.isinf();
+        TensorAssert.Equal(expectedInf, actualInf, name + " -inf pattern");
+        using var finite = expectedInf.logical_not();
+        TensorAssert.Close(golden[name].masked_select(finite), actual.masked_select(finite), 1e-6, 1e-6, name, _output);
+    }
+
+    [Fact]
+    public void TimestepsMatchDiffusersSetTimesteps()
+    {
+        using var scheduler = CreateTiny();
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(Fixtures.TinyGolden, "scheduler.json")));
+        foreach (var entry in doc.RootElement.GetProperty("set_timesteps").EnumerateObject())
+        {
+            long[] expected = entry.Value.EnumerateArray().Select(e => e.GetInt64()).ToArray();
+            Assert.Equal(expected, scheduler.Timesteps(int.Parse(entry.Name, System.Globalization.CultureInfo.InvariantCulture)));
+        }
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(101)]
+    public void TimestepsRejectOutOfRangeStepCounts(int steps)
+    {
+        using var scheduler = CreateTiny();
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => scheduler.Timesteps(steps));
+        Assert.Contains("between 1 and 100", ex.Message);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(50)]
+    [InlineData(99)]
+    public void QPosteriorMatchesDiffusers(int t)
+    {
+        var transformer = Fixtures.LoadGolden("transformer.safetensors");
+        var golden = Fixtures.LoadGolden("scheduler.safetensors");
+        using var scheduler = CreateTiny();
+        using var actual = scheduler.QPosterior(transformer[$"sample_t{t}"], transformer["latents"], t);
+        var expected = golden[$"q_posterior_t{t}"];
+        using var expectedInf = expected.isneginf();
+        using var actualInf = actual.isneginf();
+        TensorAssert.Equal(expectedInf, actualInf, $"q_posterior_t{t} -inf pattern");
+        using var finite = expectedInf.logical_not();
+        TensorAssert.Close(expected.masked_select(finite), actual.masked_select(finite), 1e-4, 1e-4, $"q_posterior_t{t}", _output);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(50)]
+    [InlineData(99)]
+    public void StepSamplesExactlyWhatDiffusersSamples(int t)
+    {
+        var transformer = Fixtures.LoadGolden("transformer.safetensors");
+        var golden = Fixtures.LoadGolden("scheduler.safetensors");
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(Fixtures.TinyGolden, "scheduler.json")));
+        ulong seed = doc.RootElement.GetProperty("step_seeds").GetProperty(t.ToString(System.Globalization.CultureInfo.InvariantCulture)).GetUInt64();
+        using var scheduler = CreateTiny();
+        using var generator = new torch.Generator(seed);
+        using var actual = scheduler.Step(golden[$"step_model_output_t{t}"], t, transformer["latents"], generator);
+        TensorAssert.Equal(golden[$"step_prev_sample_t{t}"], actual, $"step_prev_sample_t{t}");
+    }
+
+    [Fact]
+    public void SchedulerRejectsConfigWithoutClasses()
+    {
+        Assert.Throws<ArgumentException>(() => new VQDiffusionScheduler(new VQDiffusionSchedulerConfig()));
+    }
+}
