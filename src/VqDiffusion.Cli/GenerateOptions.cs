@@ -1,0 +1,161 @@
+using System.Globalization;
+using VqDiffusion.Model.Imaging;
+using VqDiffusion.Model.Pipelines;
+
+namespace VqDiffusion.Cli;
+
+/// <summary>The flags of <c>vqd generate</c>, shared by the local and (later) the remote mode.</summary>
+public sealed class GenerateOptions
+{
+    public const string Usage =
+        "usage: vqd generate --model DIR --prompt TEXT [--prompt TEXT ...] [--steps N] [--guidance-scale G]\n" +
+        "                    [--truncation-rate R] [--images-per-prompt K] [--seed S] [--latents FILE]\n" +
+        "                    [--format png|jpeg|webp] [--quality Q] [--device cpu|cuda[:N]]\n" +
+        "                    [--dtype float32|float16|bfloat16] [--variant fp16] --output DIR\n" +
+        "defaults (as diffusers): --steps 100 --guidance-scale 5.0 --truncation-rate 1.0 --images-per-prompt 1;\n" +
+        "seed random (printed); format png; quality 90 (jpeg/webp); device cpu; dtype float32.\n" +
+        "Writes DIR/000.png, DIR/001.png, ... in batch order (prompt 0's images, then prompt 1's, ...).";
+
+    public string? Model { get; private set; }
+
+    public List<string> Prompts { get; } = [];
+
+    public int Steps { get; private set; } = GenerationRequest.DefaultNumInferenceSteps;
+
+    public float GuidanceScale { get; private set; } = GenerationRequest.DefaultGuidanceScale;
+
+    public float TruncationRate { get; private set; } = GenerationRequest.DefaultTruncationRate;
+
+    public int ImagesPerPrompt { get; private set; } = 1;
+
+    public ulong? Seed { get; private set; }
+
+    public string? LatentsFile { get; private set; }
+
+    public ImageFormat Format { get; private set; } = ImageFormat.Png;
+
+    public int Quality { get; private set; } = ImageEncoder.DefaultQuality;
+
+    public string? Output { get; private set; }
+
+    public string Device { get; private set; } = "cpu";
+
+    public string DType { get; private set; } = "float32";
+
+    public string? Variant { get; private set; }
+
+    public bool Quiet { get; private set; }
+
+    public static GenerateOptions Parse(IReadOnlyList<string> args)
+    {
+        var o = new GenerateOptions();
+        for (int i = 0; i < args.Count; i++)
+        {
+            string flag = args[i];
+            string? inlineValue = null;
+            int eq = flag.IndexOf('=', StringComparison.Ordinal);
+            if (flag.StartsWith("--", StringComparison.Ordinal) && eq > 0)
+            {
+                inlineValue = flag[(eq + 1)..];
+                flag = flag[..eq];
+            }
+
+            string Value()
+            {
+                if (inlineValue is not null)
+                {
+                    return inlineValue;
+                }
+
+                if (i + 1 >= args.Count)
+                {
+                    throw new UsageException($"{flag} needs a value.");
+                }
+
+                return args[++i];
+            }
+
+            switch (flag)
+            {
+                case "--model":
+                    o.Model = Value();
+                    break;
+                case "--prompt":
+                    o.Prompts.Add(Value());
+                    break;
+                case "--steps":
+                    o.Steps = ParseInt(flag, Value());
+                    break;
+                case "--guidance-scale":
+                    o.GuidanceScale = ParseFloat(flag, Value());
+                    break;
+                case "--truncation-rate":
+                    o.TruncationRate = ParseFloat(flag, Value());
+                    break;
+                case "--images-per-prompt":
+                    o.ImagesPerPrompt = ParseInt(flag, Value());
+                    break;
+                case "--seed":
+                    string s = Value();
+                    o.Seed = ulong.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out ulong seed)
+                        ? seed
+                        : throw new UsageException($"--seed must be an integer between 0 and {ulong.MaxValue}, got '{s}'.");
+                    break;
+                case "--latents":
+                    o.LatentsFile = Value();
+                    break;
+                case "--format":
+                    string f = Value();
+                    o.Format = ImageEncoder.TryParse(f, out var format) ? format : throw new UsageException($"--format must be png, jpeg or webp, got '{f}'.");
+                    break;
+                case "--quality":
+                    o.Quality = ParseInt(flag, Value());
+                    if (o.Quality is < 1 or > 100)
+                    {
+                        throw new UsageException($"--quality must be between 1 and 100, got {o.Quality}.");
+                    }
+
+                    break;
+                case "--output":
+                    o.Output = Value();
+                    break;
+                case "--device":
+                    o.Device = Value();
+                    break;
+                case "--dtype":
+                    o.DType = Value();
+                    break;
+                case "--variant":
+                    o.Variant = Value();
+                    break;
+                case "--quiet":
+                    o.Quiet = true;
+                    break;
+                default:
+                    throw new UsageException($"unknown option '{args[i]}'.");
+            }
+        }
+
+        if (o.Prompts.Count == 0)
+        {
+            throw new UsageException("at least one --prompt is required.");
+        }
+
+        if (string.IsNullOrEmpty(o.Output))
+        {
+            throw new UsageException("--output DIR is required.");
+        }
+
+        return o;
+    }
+
+    private static int ParseInt(string flag, string value) =>
+        int.TryParse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int v)
+            ? v
+            : throw new UsageException($"{flag} must be an integer, got '{value}'.");
+
+    private static float ParseFloat(string flag, string value) =>
+        float.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out float v)
+            ? v
+            : throw new UsageException($"{flag} must be a number, got '{value}'.");
+}

@@ -1,0 +1,61 @@
+using System.Text.Json;
+
+namespace VqDiffusion.Cli;
+
+/// <summary><c>--latents FILE</c>: a JSON array of integer arrays, shape [images, H·W].</summary>
+public static class LatentsFile
+{
+    /// <summary>Reads the file and returns the rows flattened row-major, checking the shape.</summary>
+    public static long[] Read(string path, int images, int pixels)
+    {
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(File.ReadAllBytes(path));
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException)
+        {
+            throw new UsageException($"--latents {path}: {ex.Message}");
+        }
+
+        using (doc)
+        {
+            if (doc.RootElement.ValueKind != JsonValueKind.Array)
+            {
+                throw new UsageException($"--latents {path}: expected a JSON array of {images} integer arrays.");
+            }
+
+            int rows = doc.RootElement.GetArrayLength();
+            if (rows != images)
+            {
+                throw new UsageException($"--latents {path}: has {rows} rows, expected {images} (prompts × images per prompt).");
+            }
+
+            var flat = new long[images * pixels];
+            int r = 0;
+            foreach (JsonElement row in doc.RootElement.EnumerateArray())
+            {
+                if (row.ValueKind != JsonValueKind.Array || row.GetArrayLength() != pixels)
+                {
+                    throw new UsageException($"--latents {path}: row {r} must be an array of {pixels} integers (H·W).");
+                }
+
+                int c = 0;
+                foreach (JsonElement v in row.EnumerateArray())
+                {
+                    if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt64(out long value))
+                    {
+                        throw new UsageException($"--latents {path}: row {r}, column {c} is not an integer.");
+                    }
+
+                    flat[(r * pixels) + c] = value;
+                    c++;
+                }
+
+                r++;
+            }
+
+            return flat;
+        }
+    }
+}
