@@ -1,0 +1,169 @@
+using TorchSharp;
+using VqDiffusion.Model.Pipelines;
+using VqDiffusion.Model.Tests.TestSupport;
+using Xunit.Abstractions;
+
+namespace VqDiffusion.Model.Tests.Pipelines;
+
+public sealed class VQDiffusionPipelineTests : IClassFixture<TinyPipelineFixture>
+{
+    private readonly VQDiffusionPipeline _pipeline;
+    private readonly ITestOutputHelper _output;
+
+    public VQDiffusionPipelineTests(TinyPipelineFixture fixture, ITestOutputHelper output)
+    {
+        _pipeline = fixture.Pipeline;
+        _output = output;
+    }
+
+    private static GenerationRequest Valid => new() { Prompts = ["a photo of a cat"], NumInferenceSteps = 3, Seed = 1 };
+
+    [Fact]
+    public void EncodePromptWithGuidanceMatchesDiffusers()
+    {
+        var golden = Fixtures.LoadGolden("text_encoder.safetensors");
+        using var actual = _pipeline.EncodePrompt(["a photo of a cat", "teddy bear playing in the pool"], 2, true);
+        TensorAssert.Close(golden["encode_prompt_cfg_2prompts_x2"], actual, 2e-5, 1e-4, "encode_prompt_cfg_2prompts_x2", _output);
+    }
+
+    [Fact]
+    public void EncodePromptWithoutGuidanceMatchesDiffusers()
+    {
+        var golden = Fixtures.LoadGolden("text_encoder.safetensors");
+        using var actual = _pipeline.EncodePrompt(["a photo of a cat"], 1, false);
+        TensorAssert.Close(golden["encode_prompt_nocfg_1prompt"], actual, 2e-5, 1e-4, "encode_prompt_nocfg_1prompt", _output);
+    }
+
+    [Theory]
+    [InlineData("1.0", 1.0f)]
+    [InlineData("0.9", 0.9f)]
+    [InlineData("0.5", 0.5f)]
+    [InlineData("0.0001", 0.0001f)]
+    public void TruncateMatchesDiffusersExactly(string name, float rate)
+    {
+        var golden = Fixtures.LoadGolden("truncate.safetensors");
+        using var truncated = VQDiffusionPipeline.Truncate(golden["log_p_x_0"], rate);
+        using var clamped = truncated.clamp(min: -70);
+        AssertBitIdentical(golden[$"truncated_{name}"], truncated, $"truncated_{name}");
+        AssertBitIdentical(golden[$"truncated_clamped_{name}"], clamped, $"truncated_clamped_{name}");
+        using var dropped = truncated.isneginf();
+        _output.WriteLine($"truncate {name}: {dropped.sum().item<long>()} of {truncated.numel()} classes set to -inf");
+    }
+
+    [Fact]
+    public void SameSeedGivesSameImagesAndRandomSeedIsReported()
+    {
+        var request = Valid with { Seed = null };
+        GenerationResult first = _pipeline.Generate(request);
+        Assert.True(first.Seed < VQDiffusionPipeline.MaxRandomSeed);
+        GenerationResult again = _pipeline.Generate(request with { Seed = first.Seed });
+        Assert.Equal(first.Images[0].Rgb, again.Images[0].Rgb);
+    }
+
+    [Fact]
+    public void CancellationStopsBetweenSteps()
+    {
+        using var cts = new CancellationTokenSource();
+        int steps = 0;
+        Assert.ThrowsAny<OperationCanceledException>(() => _pipeline.Generate(
+            Valid with { NumInferenceSteps = 10 },
+            step =>
+            {
+                steps = step.CompletedSteps;
+                if (step.CompletedSteps == 2)
+                {
+                    cts.Cancel();
+                }
+            },
+            cancellationToken: cts.Token));
+        Assert.Equal(2, steps);
+    }
+
+    [Fact]
+    public void StepContextReportsTokensAndDecodesPreviews()
+    {
+        var request = Valid with { Prompts = ["a red car", "a blue bird"], NumInferenceSteps = 4 };
+        int calls = 0;
+        _pipeline.Generate(request, step =>
+        {
+            calls++;
+            Assert.Equal(4, step.TotalSteps);
+            Assert.Equal(4 - step.CompletedSteps, step.Timestep);
+            long[] tokens = step.Tokens();
+            Assert.Equal(2 * 64, tokens.Length);
+            Assert.All(tokens, t => Assert.InRange(t, 0, step.MaskClass));
+            GeneratedImage preview = step.Preview(1);
+            Assert.Equal(1, preview.Index);
+            Assert.Equal(1, preview.PromptIndex);
+            Assert.Equal(32 * 32 * 3, preview.Rgb.Length);
+        });
+        Assert.Equal(4, calls);
+    }
+
+    [Fact]
+    public void PreviewAtTheLastStepIsTheFinalImage()
+    {
+        GeneratedImage? lastPreview = null;
+        GenerationResult result = _pipeline.Generate(Valid, step =>
+        {
+            if (step.CompletedSteps == step.TotalSteps)
+            {
+                lastPreview = step.Preview(0);
+            }
+        });
+        Assert.NotNull(lastPreview);
+        Assert.Equal(result.Images[0].Rgb, lastPreview!.Rgb);
+    }
+
+    public static TheoryData<string, GenerationRequest> InvalidRequests()
+    {
+        var ok = Valid;
+        return new TheoryData<string, GenerationRequest>
+        {
+            { "prompts", ok with { Prompts = [] } },
+            { "prompts", ok with { Prompts = Enumerable.Repeat("x", 17).ToArray() } },
+            { "prompts[1]", ok with { Prompts = ["ok", new string('a', 4097)] } },
+            { "num_inference_steps", ok with { NumInferenceSteps = 0 } },
+            { "num_inference_steps", ok with { NumInferenceSteps = 101 } },
+            { "guidance_scale", ok with { GuidanceScale = float.NaN } },
+            { "guidance_scale", ok with { GuidanceScale = -1 } },
+            { "guidance_scale", ok with { GuidanceScale = float.PositiveInfinity } },
+            { "truncation_rate", ok with { TruncationRate = 0 } },
+            { "truncation_rate", ok with { TruncationRate = 1.5f } },
+            { "truncation_rate", ok with { TruncationRate = float.NaN } },
+            { "num_images_per_prompt", ok with { NumImagesPerPrompt = 0 } },
+            { "num_images_per_prompt", ok with { NumImagesPerPrompt = 9 } },
+            { "num_images_per_prompt", ok with { Prompts = ["a", "b", "c"], NumImagesPerPrompt = 6 } },
+            { "initial_latents", ok with { InitialLatents = new long[63] } },
+            { "initial_latents", ok with { InitialLatents = Enumerable.Repeat(65L, 64).ToArray() } },
+            { "initial_latents", ok with { InitialLatents = Enumerable.Repeat(-1L, 64).ToArray() } },
+        };
+    }
+
+    [Theory]
+    [MemberData(nameof(InvalidRequests))]
+    public void InvalidArgumentsAreRejectedUpFrontWithTheirName(string field, GenerationRequest request)
+    {
+        var ex = Assert.Throws<GenerationArgumentException>(() => _pipeline.Generate(request));
+        Assert.Equal(field, ex.Field);
+        Assert.Contains(field.Split('[')[0], ex.Reason);
+        _output.WriteLine($"{field}: {ex.Reason}");
+    }
+
+    [Fact]
+    public void UserLatentsWithMaskTokensAreAccepted()
+    {
+        long[] latents = Enumerable.Range(0, 64).Select(i => (long)(i % 65)).ToArray();
+        GenerationResult result = _pipeline.Generate(Valid with { InitialLatents = latents });
+        Assert.Single(result.Images);
+    }
+
+    private static void AssertBitIdentical(torch.Tensor expected, torch.Tensor actual, string what)
+    {
+        Assert.Equal(expected.shape, actual.shape);
+        int[] e = expected.contiguous().data<float>().Select(BitConverter.SingleToInt32Bits).ToArray();
+        int[] a = actual.contiguous().data<float>().Select(BitConverter.SingleToInt32Bits).ToArray();
+        int differing = e.Zip(a).Count(p => p.First != p.Second);
+        Assert.True(differing == 0, $"{what}: {differing} of {e.Length} values differ");
+    }
+}
