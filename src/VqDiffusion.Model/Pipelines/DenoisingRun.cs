@@ -1,0 +1,150 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace VqDiffusion.Model.Pipelines;
+
+/// <summary>
+/// The state of one request between denoising steps: its prompt embeddings, current sample, CPU
+/// generator and position in the timesteps. <see cref="Step"/> advances it by one timestep, so a
+/// scheduler can interleave (and later batch) steps of several runs; noise always comes from the
+/// run's own generator, so results never depend on what else runs.
+/// </summary>
+public sealed class DenoisingRun : IDisposable
+{
+    private readonly VQDiffusionPipeline _pipeline;
+    private readonly Tensor _promptEmbeds;
+    private readonly torch.Generator _generator;
+    private readonly long[] _timesteps;
+    private Tensor _sample;
+    private Tensor? _lastLogPx0;
+    private bool _disposed;
+
+    internal DenoisingRun(VQDiffusionPipeline pipeline, GenerationRequest request, ulong seed, Tensor promptEmbeds, Tensor sample, long[] timesteps)
+    {
+        _pipeline = pipeline;
+        Request = request;
+        Seed = seed;
+        _promptEmbeds = promptEmbeds;
+        _sample = sample;
+        _timesteps = timesteps;
+        _generator = new torch.Generator(seed, CPU);
+    }
+
+    public GenerationRequest Request { get; }
+
+    public ulong Seed { get; }
+
+    public IReadOnlyList<long> Timesteps => _timesteps;
+
+    public int CompletedSteps { get; private set; }
+
+    public int TotalSteps => _timesteps.Length;
+
+    public bool IsDone => CompletedSteps == _timesteps.Length;
+
+    public int BatchSize => Request.BatchSize;
+
+    public int LatentHeight => _pipeline.transformer.Height;
+
+    public int LatentWidth => _pipeline.transformer.Width;
+
+    public int MaskClass => _pipeline.transformer.NumVectorEmbeds - 1;
+
+    private bool DoClassifierFreeGuidance => Request.GuidanceScale > 1.0f;
+
+    /// <summary>Runs the next denoising step and returns what it did.</summary>
+    public StepContext Step()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (IsDone)
+        {
+            throw new InvalidOperationException("All denoising steps of this run are done.");
+        }
+
+        long t = _timesteps[CompletedSteps];
+        using (no_grad())
+        using (var scope = NewDisposeScope())
+        {
+            Tensor modelInput = DoClassifierFreeGuidance ? cat([_sample, _sample], 0) : _sample;
+            Tensor modelOutput = _pipeline.transformer.forward(modelInput, _promptEmbeds, t);
+            if (DoClassifierFreeGuidance)
+            {
+                Tensor[] chunks = modelOutput.chunk(2, 0);
+                Tensor uncond = chunks[0];
+                Tensor text = chunks[1];
+                modelOutput = uncond + (Request.GuidanceScale * (text - uncond));
+                modelOutput = modelOutput - modelOutput.logsumexp(1, keepdim: true);
+            }
+
+            modelOutput = VQDiffusionPipeline.Truncate(modelOutput, Request.TruncationRate);
+            modelOutput = modelOutput.clamp(min: -70);
+            Tensor next = _pipeline.scheduler.Step(modelOutput, t, _sample, _generator);
+
+            _sample.Dispose();
+            _sample = next.MoveToOuterDisposeScope();
+            _lastLogPx0?.Dispose();
+            _lastLogPx0 = modelOutput.MoveToOuterDisposeScope();
+        }
+
+        CompletedSteps++;
+        return new StepContext(this, CompletedSteps, t);
+    }
+
+    /// <summary>The current tokens, [images, H·W] flattened row-major.</summary>
+    public long[] Tokens()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        using var cpu = _sample.cpu();
+        return cpu.data<long>().ToArray();
+    }
+
+    /// <summary>Decodes the final sample into 8-bit RGB images (diffusers' batch order).</summary>
+    public IReadOnlyList<GeneratedImage> Decode()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!IsDone)
+        {
+            throw new InvalidOperationException($"Decode needs all {TotalSteps} steps; {CompletedSteps} are done.");
+        }
+
+        return _pipeline.DecodeToImages(_sample, Request.NumImagesPerPrompt);
+    }
+
+    internal GeneratedImage Preview(int imageIndex)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (imageIndex < 0 || imageIndex >= BatchSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(imageIndex), imageIndex, $"image index must be in 0..{BatchSize - 1}");
+        }
+
+        if (_lastLogPx0 is null)
+        {
+            throw new InvalidOperationException("A preview needs at least one completed step.");
+        }
+
+        using (no_grad())
+        using (var scope = NewDisposeScope())
+        {
+            Tensor x0 = _lastLogPx0[imageIndex].unsqueeze(0).argmax(1);
+            Tensor current = _sample[imageIndex].unsqueeze(0);
+            Tensor tokens = where(current.eq(MaskClass), x0, current);
+            GeneratedImage image = _pipeline.DecodeToImages(tokens, Request.NumImagesPerPrompt)[0];
+            return image with { Index = imageIndex, PromptIndex = imageIndex / Request.NumImagesPerPrompt };
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _sample.Dispose();
+        _lastLogPx0?.Dispose();
+        _promptEmbeds.Dispose();
+        _generator.Dispose();
+    }
+}

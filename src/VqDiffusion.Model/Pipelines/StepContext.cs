@@ -1,0 +1,42 @@
+namespace VqDiffusion.Model.Pipelines;
+
+/// <summary>
+/// What the pipeline reports after each denoising step. Token and preview accessors read the run's
+/// current state and are only valid during the callback that received this object.
+/// </summary>
+public sealed class StepContext
+{
+    private readonly DenoisingRun _run;
+
+    internal StepContext(DenoisingRun run, int completedSteps, long timestep)
+    {
+        _run = run;
+        CompletedSteps = completedSteps;
+        Timestep = timestep;
+    }
+
+    /// <summary>Steps done so far (1 after the first step).</summary>
+    public int CompletedSteps { get; }
+
+    public int TotalSteps => _run.TotalSteps;
+
+    /// <summary>The timestep just denoised (<c>n-1</c> at the first step, 0 at the last).</summary>
+    public long Timestep { get; }
+
+    public int BatchSize => _run.BatchSize;
+
+    public int LatentHeight => _run.LatentHeight;
+
+    public int LatentWidth => _run.LatentWidth;
+
+    public int MaskClass => _run.MaskClass;
+
+    /// <summary>The current sample of every image, [images, H·W] flattened row-major.</summary>
+    public long[] Tokens() => _run.Tokens();
+
+    /// <summary>
+    /// A preview of one image: masked tokens replaced by the argmax of this step's predicted x0,
+    /// decoded by the VQ decoder. 8-bit RGB, H × W × 3.
+    /// </summary>
+    public GeneratedImage Preview(int imageIndex) => _run.Preview(imageIndex);
+}
