@@ -287,7 +287,7 @@ public sealed class VQDiffusionPipeline : IDisposable
     public DenoisingRun Start(GenerationRequest request, GenerationLimits? limits = null)
     {
         Validate(request, limits);
-        ulong seed = request.Seed ?? (ulong)RandomNumberGenerator.GetInt64(0, (long)MaxRandomSeed);
+        ulong seed = request.Seed ?? RandomSeed();
         long[] timesteps = scheduler.Timesteps(request.NumInferenceSteps);
         Tensor? embeds = null;
         Tensor? sample = null;
@@ -306,6 +306,13 @@ public sealed class VQDiffusionPipeline : IDisposable
             sample?.Dispose();
             throw;
         }
+    }
+
+    private static ulong RandomSeed()
+    {
+        Span<byte> bytes = stackalloc byte[8];
+        RandomNumberGenerator.Fill(bytes);
+        return BitConverter.ToUInt64(bytes) % MaxRandomSeed;
     }
 
     /// <summary>
