@@ -1,0 +1,34 @@
+using VqDiffusion.Model.Pipelines;
+
+namespace VqDiffusion.Server.Options;
+
+/// <summary>Configuration section <c>Generation</c>: request limits and the queue.</summary>
+public sealed class GenerationOptions
+{
+    public const string Section = "Generation";
+
+    /// <summary>Requests that may wait for the model; more get RESOURCE_EXHAUSTED.</summary>
+    public int MaxQueueLength { get; set; } = 16;
+
+    public int MaxPrompts { get; set; } = 16;
+
+    public int MaxPromptCharacters { get; set; } = 2048;
+
+    public int MaxImagesPerPrompt { get; set; } = 8;
+
+    public int MaxBatchSize { get; set; } = 16;
+
+    public float MaxGuidanceScale { get; set; } = 100f;
+
+    /// <summary>JPEG/WebP quality when a request leaves it at 0.</summary>
+    public int DefaultImageQuality { get; set; } = 90;
+
+    public GenerationLimits ToLimits() => new()
+    {
+        MaxPrompts = MaxPrompts,
+        MaxPromptCharacters = MaxPromptCharacters,
+        MaxImagesPerPrompt = MaxImagesPerPrompt,
+        MaxBatchSize = MaxBatchSize,
+        MaxGuidanceScale = MaxGuidanceScale,
+    };
+}

@@ -1,0 +1,92 @@
+using Microsoft.Extensions.Options;
+using VqDiffusion.Server.Options;
+
+namespace VqDiffusion.Server.Queue;
+
+/// <summary>
+/// The bounded FIFO in front of the model. Accepting a job posts its <see cref="QueuedEvent"/>;
+/// whenever a job leaves the queue, the ones behind it get their new positions. The worker
+/// (<see cref="GenerationWorker"/>) takes jobs with <see cref="TakeAsync"/>.
+/// </summary>
+public sealed class GenerationQueue
+{
+    private readonly LinkedList<GenerationJob> _waiting = new();
+    private readonly SemaphoreSlim _available = new(0);
+    private readonly object _gate = new();
+    private readonly int _capacity;
+
+    public GenerationQueue(IOptions<GenerationOptions> options)
+    {
+        _capacity = Math.Max(0, options.Value.MaxQueueLength);
+    }
+
+    public int Capacity => _capacity;
+
+    public int Count
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _waiting.Count;
+            }
+        }
+    }
+
+    /// <summary>Adds a job or throws <see cref="QueueFullException"/>.</summary>
+    public void Enqueue(GenerationJob job)
+    {
+        lock (_gate)
+        {
+            if (_waiting.Count >= _capacity)
+            {
+                throw new QueueFullException(_capacity);
+            }
+
+            _waiting.AddLast(job);
+            job.Post(new QueuedEvent(_waiting.Count, _waiting.Count));
+        }
+
+        job.CancellationToken.Register(() => Remove(job));
+        _available.Release();
+    }
+
+    /// <summary>Waits for the next job that is not cancelled.</summary>
+    public async Task<GenerationJob> TakeAsync(CancellationToken stoppingToken)
+    {
+        while (true)
+        {
+            await _available.WaitAsync(stoppingToken).ConfigureAwait(false);
+            lock (_gate)
+            {
+                if (_waiting.First is { } first)
+                {
+                    _waiting.RemoveFirst();
+                    AnnouncePositions();
+                    return first.Value;
+                }
+            }
+        }
+    }
+
+    private void Remove(GenerationJob job)
+    {
+        lock (_gate)
+        {
+            if (_waiting.Remove(job))
+            {
+                job.Complete(new OperationCanceledException(job.CancellationToken));
+                AnnouncePositions();
+            }
+        }
+    }
+
+    private void AnnouncePositions()
+    {
+        int position = 1;
+        foreach (GenerationJob waiting in _waiting)
+        {
+            waiting.Post(new QueuedEvent(position++, _waiting.Count));
+        }
+    }
+}

@@ -1,0 +1,104 @@
+using System.Globalization;
+using Microsoft.Extensions.Options;
+using TorchSharp;
+using VqDiffusion.Model.Pipelines;
+using VqDiffusion.Server.Options;
+
+namespace VqDiffusion.Server.Services;
+
+/// <summary>Where the model is in its life: health reports NOT_SERVING until it is <see cref="ModelState.Ready"/>.</summary>
+public enum ModelState
+{
+    Loading,
+    Ready,
+    Failed,
+}
+
+/// <summary>
+/// Loads the configured diffusers folder in the background at startup (or the small test pipeline
+/// shipped with the server when none is configured) and owns it for the life of the process.
+/// </summary>
+public sealed class ModelHost : IHostedService, IDisposable
+{
+    private readonly ModelOptions _options;
+    private readonly ILogger<ModelHost> _logger;
+    private readonly TaskCompletionSource<VQDiffusionPipeline> _loaded = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private VQDiffusionPipeline? _pipeline;
+
+    public ModelHost(IOptions<ModelOptions> options, ILogger<ModelHost> logger)
+    {
+        _options = options.Value;
+        _logger = logger;
+        IsBuiltinTestModel = string.IsNullOrWhiteSpace(_options.Path);
+        ModelPath = IsBuiltinTestModel
+            ? System.IO.Path.Combine(AppContext.BaseDirectory, "models", "tiny-ithq")
+            : System.IO.Path.GetFullPath(_options.Path!);
+    }
+
+    public string ModelPath { get; }
+
+    public bool IsBuiltinTestModel { get; }
+
+    public ModelState State { get; private set; } = ModelState.Loading;
+
+    public string? FailureReason { get; private set; }
+
+    /// <summary>The pipeline, or null while loading / after a failure.</summary>
+    public VQDiffusionPipeline? Pipeline => State == ModelState.Ready ? _pipeline : null;
+
+    /// <summary>Completes when the model is loaded (faults if loading failed).</summary>
+    public Task<VQDiffusionPipeline> Loaded => _loaded.Task;
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (IsBuiltinTestModel)
+        {
+            _logger.LogWarning(
+                "No model configured (Model:Path / VQD_Model__Path); serving the small built-in test pipeline at {ModelPath}. Its images are not meaningful; configure a real model such as microsoft/vq-diffusion-ithq.",
+                ModelPath);
+        }
+
+        _ = Task.Run(Load, CancellationToken.None);
+        return Task.CompletedTask;
+    }
+
+    private void Load()
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        try
+        {
+            var load = new PipelineLoadOptions
+            {
+                Device = new torch.Device(_options.Device),
+                DType = ParseDType(_options.DType),
+                Variant = string.IsNullOrWhiteSpace(_options.Variant) ? null : _options.Variant,
+            };
+            _logger.LogInformation("Loading model from {ModelPath} on {Device} as {DType}", ModelPath, _options.Device, _options.DType);
+            _pipeline = VQDiffusionPipeline.FromPretrained(ModelPath, load);
+            State = ModelState.Ready;
+            _logger.LogInformation(
+                "Model ready in {LoadSeconds:F1} s: latent grid {LatentHeight}x{LatentWidth}, {NumCodes} codes, images {ImageWidth}x{ImageHeight}",
+                clock.Elapsed.TotalSeconds, _pipeline.transformer.Height, _pipeline.transformer.Width, _pipeline.transformer.NumVectorEmbeds - 1, _pipeline.ImageWidth, _pipeline.ImageHeight);
+            _loaded.TrySetResult(_pipeline);
+        }
+        catch (Exception ex)
+        {
+            FailureReason = ex.Message;
+            State = ModelState.Failed;
+            _logger.LogCritical(ex, "Loading the model from {ModelPath} failed: {Reason}", ModelPath, ex.Message);
+            _loaded.TrySetException(ex);
+        }
+    }
+
+    internal static torch.ScalarType ParseDType(string value) => value.ToLowerInvariant() switch
+    {
+        "float32" or "fp32" or "" => torch.ScalarType.Float32,
+        "float16" or "fp16" => torch.ScalarType.Float16,
+        "bfloat16" or "bf16" => torch.ScalarType.BFloat16,
+        _ => throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"Model:DType must be float32, float16 or bfloat16, not '{value}'.")),
+    };
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public void Dispose() => _pipeline?.Dispose();
+}
