@@ -1,4 +1,4 @@
-using Grpc.AspNetCore.HealthChecks;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using VqDiffusion.Server.Options;
 using VqDiffusion.Server.Queue;
 using VqDiffusion.Server.Services;
@@ -14,7 +14,11 @@ public static class ServerApp
     /// <summary>Largest message sent: one encoded image or preview (a 1024x1024 RGB PNG is at most ~3 MB).</summary>
     public const int MaxSendMessageBytes = 32 * 1024 * 1024;
 
-    public static WebApplication Build(string[] args)
+    /// <summary>Builds the application from command-line arguments.</summary>
+    public static WebApplication Build(string[] args) => Build(CreateBuilder(args));
+
+    /// <summary>The configured builder; services may still be replaced before <see cref="Build(WebApplicationBuilder)"/>.</summary>
+    public static WebApplicationBuilder CreateBuilder(string[] args)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions
         {
@@ -42,11 +46,18 @@ public static class ServerApp
             o.Services.Map("vqdiffusion.v1.VqDiffusionService", _ => true);
         }).AddCheck<ModelHealthCheck>("model");
 
+        builder.Services.TryAddSingleton<IModelLoadGate, OpenModelLoadGate>();
         builder.Services.AddSingleton<ModelHost>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<ModelHost>());
         builder.Services.AddSingleton<GenerationQueue>();
         builder.Services.AddHostedService<GenerationWorker>();
 
+        return builder;
+    }
+
+    /// <summary>Builds the application and maps the gRPC services.</summary>
+    public static WebApplication Build(WebApplicationBuilder builder)
+    {
         var app = builder.Build();
         app.MapGrpcService<VqDiffusionGrpcService>();
         app.MapGrpcHealthChecksService();

@@ -22,13 +22,16 @@ public sealed class ModelHost : IHostedService, IDisposable
 {
     private readonly ModelOptions _options;
     private readonly ILogger<ModelHost> _logger;
+    private readonly IModelLoadGate _gate;
+    private readonly CancellationTokenSource _stopping = new();
     private readonly TaskCompletionSource<VQDiffusionPipeline> _loaded = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private VQDiffusionPipeline? _pipeline;
 
-    public ModelHost(IOptions<ModelOptions> options, ILogger<ModelHost> logger)
+    public ModelHost(IOptions<ModelOptions> options, ILogger<ModelHost> logger, IModelLoadGate gate)
     {
         _options = options.Value;
         _logger = logger;
+        _gate = gate;
         IsBuiltinTestModel = string.IsNullOrWhiteSpace(_options.Path);
         ModelPath = IsBuiltinTestModel
             ? System.IO.Path.Combine(AppContext.BaseDirectory, "models", "tiny-ithq")
@@ -58,12 +61,21 @@ public sealed class ModelHost : IHostedService, IDisposable
                 ModelPath);
         }
 
-        _ = Task.Run(Load, CancellationToken.None);
+        _ = Task.Run(LoadAsync, CancellationToken.None);
         return Task.CompletedTask;
     }
 
-    private void Load()
+    private async Task LoadAsync()
     {
+        try
+        {
+            await _gate.WaitAsync(_stopping.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+
         var clock = System.Diagnostics.Stopwatch.StartNew();
         try
         {
@@ -98,7 +110,15 @@ public sealed class ModelHost : IHostedService, IDisposable
         _ => throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"Model:DType must be float32, float16 or bfloat16, not '{value}'.")),
     };
 
-    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    public Task StopAsync(CancellationToken cancellationToken)
+    {
+        _stopping.Cancel();
+        return Task.CompletedTask;
+    }
 
-    public void Dispose() => _pipeline?.Dispose();
+    public void Dispose()
+    {
+        _stopping.Dispose();
+        _pipeline?.Dispose();
+    }
 }

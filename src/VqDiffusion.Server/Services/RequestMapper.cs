@@ -16,7 +16,7 @@ namespace VqDiffusion.Server.Services;
 /// INVALID_ARGUMENT status whose message names the field and the allowed range, with a
 /// <c>google.rpc.BadRequest</c> field violation in the details.
 /// </summary>
-public static class RequestMapper
+internal static class RequestMapper
 {
     public const int MaxRequestIdLength = 128;
 

@@ -13,7 +13,7 @@ namespace VqDiffusion.Server.Services;
 /// The gRPC surface: validates requests, puts them in the <see cref="GenerationQueue"/> and maps
 /// the worker's events to <see cref="GenerateResponse"/> messages. It never sees a tensor.
 /// </summary>
-public sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionServiceBase
+internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionServiceBase
 {
     public static readonly string ServerVersion =
         typeof(VqDiffusionGrpcService).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0] ?? "0.0.0";

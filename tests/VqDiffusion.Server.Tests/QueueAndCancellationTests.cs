@@ -1,0 +1,122 @@
+using System.Diagnostics;
+using Grpc.Core;
+using VqDiffusion.Grpc.V1;
+using VqDiffusion.Model.Tests.TestSupport;
+using VqDiffusion.Server.Tests.TestSupport;
+using Xunit.Abstractions;
+
+namespace VqDiffusion.Server.Tests;
+
+/// <summary>The bounded queue, cancellation and deadlines, each on its own server.</summary>
+public sealed class QueueAndCancellationTests
+{
+    private readonly ITestOutputHelper _output;
+
+    public QueueAndCancellationTests(ITestOutputHelper output) => _output = output;
+
+    /// <summary>The longest request the tiny model allows: 16 images x 100 steps.</summary>
+    private static GenerateRequest Long() => new()
+    {
+        Prompts = { "a landscape with a lake", "an old train station" },
+        NumImagesPerPrompt = 8,
+        NumInferenceSteps = 100,
+        Seed = 1,
+    };
+
+    private static async Task<GenerateResponse> ReadUntilAsync(IAsyncStreamReader<GenerateResponse> stream, Func<GenerateResponse, bool> predicate)
+    {
+        while (await stream.MoveNext())
+        {
+            if (predicate(stream.Current))
+            {
+                return stream.Current;
+            }
+        }
+
+        throw new InvalidOperationException("stream ended before the expected event");
+    }
+
+    [Fact]
+    public async Task FullQueueRejectsWithResourceExhaustedAndPositionsAreReported()
+    {
+        await using var server = await RunningServer.StartAsync([$"--Model:Path={Fixtures.TinyModel}", "--Generation:MaxQueueLength=1"]);
+        using var ctsA = new CancellationTokenSource();
+        using var a = server.Client.Generate(Long(), cancellationToken: ctsA.Token);
+        await ReadUntilAsync(a.ResponseStream, e => e.Progress is not null);
+
+        using var ctsB = new CancellationTokenSource();
+        using var b = server.Client.Generate(Long(), cancellationToken: ctsB.Token);
+        GenerateResponse queued = await ReadUntilAsync(b.ResponseStream, _ => true);
+        Assert.Equal((1, 1), (queued.Queued.Position, queued.Queued.QueueLength));
+
+        using var c = server.Client.Generate(new GenerateRequest { Prompts = { "a cat" }, NumInferenceSteps = 1 });
+        var ex = await Assert.ThrowsAsync<RpcException>(() => StreamCollector.ReadAllAsync(c));
+        Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
+        Assert.Contains("queue is full", ex.Status.Detail);
+
+        // When A goes, B starts.
+        ctsA.Cancel();
+        GenerateResponse started = await ReadUntilAsync(b.ResponseStream, e => e.Started is not null);
+        Assert.True(started.Started.QueueWait.ToTimeSpan() > TimeSpan.Zero);
+        ctsB.Cancel();
+    }
+
+    [Fact]
+    public async Task CancelMidStreamStopsTheWorkAndFreesTheModel()
+    {
+        await using var server = await RunningServer.StartAsync([$"--Model:Path={Fixtures.TinyModel}"]);
+        using var cts = new CancellationTokenSource();
+        using var a = server.Client.Generate(Long(), cancellationToken: cts.Token);
+        GenerateResponse third = await ReadUntilAsync(a.ResponseStream, e => e.Progress?.CompletedSteps == 3);
+        TimeSpan perStep = third.Progress.Elapsed.ToTimeSpan() / 3;
+        cts.Cancel();
+        var ex = await Assert.ThrowsAnyAsync<Exception>(() => a.ResponseStream.MoveNext());
+        Assert.True(ex is RpcException { StatusCode: StatusCode.Cancelled } or OperationCanceledException, ex.ToString());
+
+        var clock = Stopwatch.StartNew();
+        var events = await StreamCollector.ReadAllAsync(server.Client.Generate(new GenerateRequest { Prompts = { "a cat" }, NumInferenceSteps = 2, Seed = 3 }));
+        TimeSpan queueWait = events.Single(e => e.Started is not null).Started.QueueWait.ToTimeSpan();
+        TimeSpan restOfA = perStep * 97;
+        _output.WriteLine($"A: {perStep.TotalMilliseconds:F1} ms/step, would have needed {restOfA.TotalMilliseconds:F0} ms more; next request waited {queueWait.TotalMilliseconds:F0} ms, finished in {clock.ElapsedMilliseconds} ms");
+        Assert.Equal(GenerateResponse.EventOneofCase.Completed, events[^1].EventCase);
+        Assert.True(queueWait < restOfA / 2, $"the next request waited {queueWait}, as if the cancelled one kept running ({restOfA} left)");
+    }
+
+    [Fact]
+    public async Task DeadlineStopsTheWorkAndTheNextRequestSucceeds()
+    {
+        await using var server = await RunningServer.StartAsync([$"--Model:Path={Fixtures.TinyModel}"]);
+        using var a = server.Client.Generate(Long(), deadline: DateTime.UtcNow.AddMilliseconds(400));
+        var ex = await Assert.ThrowsAsync<RpcException>(() => StreamCollector.ReadAllAsync(a));
+        Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
+
+        var events = await StreamCollector.ReadAllAsync(server.Client.Generate(new GenerateRequest { Prompts = { "a cat" }, NumInferenceSteps = 2 }));
+        Assert.Equal(GenerateResponse.EventOneofCase.Completed, events[^1].EventCase);
+        TimeSpan queueWait = events.Single(e => e.Started is not null).Started.QueueWait.ToTimeSpan();
+        _output.WriteLine($"request after the deadline waited {queueWait.TotalMilliseconds:F0} ms");
+        Assert.True(queueWait < TimeSpan.FromSeconds(2), $"waited {queueWait}");
+    }
+
+    [Fact]
+    public async Task CancelWhileQueuedRemovesTheRequestAndUpdatesPositions()
+    {
+        await using var server = await RunningServer.StartAsync([$"--Model:Path={Fixtures.TinyModel}", "--Generation:MaxQueueLength=4"]);
+        using var ctsA = new CancellationTokenSource();
+        using var a = server.Client.Generate(Long(), cancellationToken: ctsA.Token);
+        await ReadUntilAsync(a.ResponseStream, e => e.Progress is not null);
+
+        using var ctsB = new CancellationTokenSource();
+        using var b = server.Client.Generate(Long(), cancellationToken: ctsB.Token);
+        Assert.Equal(1, (await ReadUntilAsync(b.ResponseStream, e => e.Queued is not null)).Queued.Position);
+        using var ctsC = new CancellationTokenSource();
+        using var c = server.Client.Generate(new GenerateRequest { Prompts = { "a cat" }, NumInferenceSteps = 1 }, cancellationToken: ctsC.Token);
+        Assert.Equal(2, (await ReadUntilAsync(c.ResponseStream, e => e.Queued is not null)).Queued.Position);
+
+        ctsB.Cancel();
+        GenerateResponse moved = await ReadUntilAsync(c.ResponseStream, e => e.Queued is not null);
+        Assert.Equal((1, 1), (moved.Queued.Position, moved.Queued.QueueLength));
+        ctsA.Cancel();
+        GenerateResponse last = await ReadUntilAsync(c.ResponseStream, e => e.Completed is not null);
+        Assert.Equal(1, last.Completed.NumImages);
+    }
+}

@@ -1,0 +1,21 @@
+using VqDiffusion.Model.Tests.TestSupport;
+
+namespace VqDiffusion.Server.Tests.TestSupport;
+
+/// <summary>One server with the tiny model (explicit Model:Path) shared by a test class.</summary>
+public sealed class SharedServerFixture : IAsyncLifetime
+{
+    private RunningServer? _server;
+
+    public RunningServer Server => _server ?? throw new InvalidOperationException("not started");
+
+    public async Task InitializeAsync() => _server = await RunningServer.StartAsync([$"--Model:Path={Fixtures.TinyModel}"]);
+
+    public async Task DisposeAsync()
+    {
+        if (_server is not null)
+        {
+            await _server.DisposeAsync();
+        }
+    }
+}
