@@ -60,7 +60,7 @@ public sealed class GenerationWorker : BackgroundService
                 return;
             }
 
-            using (_logger.BeginScope(new Dictionary<string, object> { ["RequestId"] = job.RequestId }))
+            using (_logger.BeginScope("RequestId:{RequestId}", job.RequestId))
             {
                 Process(pipeline, job);
             }

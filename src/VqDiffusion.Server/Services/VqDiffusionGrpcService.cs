@@ -35,7 +35,7 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
     {
         VQDiffusionPipeline pipeline = RequireModel();
         GenerationJob job = RequestMapper.CreateJob(request, pipeline, _options, context.CancellationToken);
-        using var scope = _logger.BeginScope(new Dictionary<string, object> { ["RequestId"] = job.RequestId });
+        using var scope = _logger.BeginScope("RequestId:{RequestId}", job.RequestId);
         try
         {
             _queue.Enqueue(job);
