@@ -14,11 +14,23 @@ public sealed class QueueAndCancellationTests
 
     public QueueAndCancellationTests(ITestOutputHelper output) => _output = output;
 
-    /// <summary>The longest request the tiny model allows: 16 images x 100 steps.</summary>
+    /// <summary>
+    /// Settings for these tests' servers: the tiny model, and limits raised so that <see cref="Long"/>
+    /// (128 images x 100 steps) keeps the model busy for many seconds even on a fast machine; the tests
+    /// must not depend on how quickly the test thread gets scheduled.
+    /// </summary>
+    private static string[] Settings(int maxQueueLength = 16) =>
+    [
+        $"--Model:Path={Fixtures.TinyModel}",
+        $"--Generation:MaxQueueLength={maxQueueLength}",
+        "--Generation:MaxImagesPerPrompt=64",
+        "--Generation:MaxBatchSize=128",
+    ];
+
     private static GenerateRequest Long() => new()
     {
         Prompts = { "a landscape with a lake", "an old train station" },
-        NumImagesPerPrompt = 8,
+        NumImagesPerPrompt = 64,
         NumInferenceSteps = 100,
         Seed = 1,
     };
@@ -39,32 +51,29 @@ public sealed class QueueAndCancellationTests
     [Fact]
     public async Task FullQueueRejectsWithResourceExhaustedAndPositionsAreReported()
     {
-        await using var server = await RunningServer.StartAsync([$"--Model:Path={Fixtures.TinyModel}", "--Generation:MaxQueueLength=1"]);
-        using var ctsA = new CancellationTokenSource();
-        using var a = server.Client.Generate(Long(), cancellationToken: ctsA.Token);
-        await ReadUntilAsync(a.ResponseStream, e => e.Progress is not null);
+        await using var server = await RunningServer.StartAsync(Settings(maxQueueLength: 1));
+        using var a = new DrainedCall(server.Client, Long());
+        await a.WaitForAsync(e => e.Progress is not null);
 
-        using var ctsB = new CancellationTokenSource();
-        using var b = server.Client.Generate(Long(), cancellationToken: ctsB.Token);
-        GenerateResponse queued = await ReadUntilAsync(b.ResponseStream, _ => true);
+        using var b = new DrainedCall(server.Client, Long());
+        GenerateResponse queued = await b.WaitForAsync(e => e.Queued is not null);
         Assert.Equal((1, 1), (queued.Queued.Position, queued.Queued.QueueLength));
 
-        using var c = server.Client.Generate(new GenerateRequest { Prompts = { "a cat" }, NumInferenceSteps = 1 });
-        var ex = await Assert.ThrowsAsync<RpcException>(() => StreamCollector.ReadAllAsync(c));
+        using var c = new DrainedCall(server.Client, new GenerateRequest { Prompts = { "a cat" }, NumInferenceSteps = 1 });
+        var ex = await Assert.ThrowsAsync<RpcException>(() => c.ReadToEndAsync());
         Assert.Equal(StatusCode.ResourceExhausted, ex.StatusCode);
         Assert.Contains("queue is full", ex.Status.Detail);
 
         // When A goes, B starts.
-        ctsA.Cancel();
-        GenerateResponse started = await ReadUntilAsync(b.ResponseStream, e => e.Started is not null);
+        a.Cancel();
+        GenerateResponse started = await b.WaitForAsync(e => e.Started is not null);
         Assert.True(started.Started.QueueWait.ToTimeSpan() > TimeSpan.Zero);
-        ctsB.Cancel();
     }
 
     [Fact]
     public async Task CancelMidStreamStopsTheWorkAndFreesTheModel()
     {
-        await using var server = await RunningServer.StartAsync([$"--Model:Path={Fixtures.TinyModel}"]);
+        await using var server = await RunningServer.StartAsync(Settings());
         using var cts = new CancellationTokenSource();
         using var a = server.Client.Generate(Long(), cancellationToken: cts.Token);
         GenerateResponse third = await ReadUntilAsync(a.ResponseStream, e => e.Progress?.CompletedSteps == 3);
@@ -85,7 +94,7 @@ public sealed class QueueAndCancellationTests
     [Fact]
     public async Task DeadlineStopsTheWorkAndTheNextRequestSucceeds()
     {
-        await using var server = await RunningServer.StartAsync([$"--Model:Path={Fixtures.TinyModel}"]);
+        await using var server = await RunningServer.StartAsync(Settings());
         using var a = server.Client.Generate(Long(), deadline: DateTime.UtcNow.AddMilliseconds(400));
         var ex = await Assert.ThrowsAsync<RpcException>(() => StreamCollector.ReadAllAsync(a));
         Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
@@ -100,23 +109,20 @@ public sealed class QueueAndCancellationTests
     [Fact]
     public async Task CancelWhileQueuedRemovesTheRequestAndUpdatesPositions()
     {
-        await using var server = await RunningServer.StartAsync([$"--Model:Path={Fixtures.TinyModel}", "--Generation:MaxQueueLength=4"]);
-        using var ctsA = new CancellationTokenSource();
-        using var a = server.Client.Generate(Long(), cancellationToken: ctsA.Token);
-        await ReadUntilAsync(a.ResponseStream, e => e.Progress is not null);
+        await using var server = await RunningServer.StartAsync(Settings(maxQueueLength: 4));
+        using var a = new DrainedCall(server.Client, Long());
+        await a.WaitForAsync(e => e.Progress is not null);
 
-        using var ctsB = new CancellationTokenSource();
-        using var b = server.Client.Generate(Long(), cancellationToken: ctsB.Token);
-        Assert.Equal(1, (await ReadUntilAsync(b.ResponseStream, e => e.Queued is not null)).Queued.Position);
-        using var ctsC = new CancellationTokenSource();
-        using var c = server.Client.Generate(new GenerateRequest { Prompts = { "a cat" }, NumInferenceSteps = 1 }, cancellationToken: ctsC.Token);
-        Assert.Equal(2, (await ReadUntilAsync(c.ResponseStream, e => e.Queued is not null)).Queued.Position);
+        using var b = new DrainedCall(server.Client, Long());
+        Assert.Equal(1, (await b.WaitForAsync(e => e.Queued is not null)).Queued.Position);
+        using var c = new DrainedCall(server.Client, new GenerateRequest { Prompts = { "a cat" }, NumInferenceSteps = 1 });
+        Assert.Equal(2, (await c.WaitForAsync(e => e.Queued is not null)).Queued.Position);
 
-        ctsB.Cancel();
-        GenerateResponse moved = await ReadUntilAsync(c.ResponseStream, e => e.Queued is not null);
+        b.Cancel();
+        GenerateResponse moved = await c.WaitForAsync(e => e.Queued is not null);
         Assert.Equal((1, 1), (moved.Queued.Position, moved.Queued.QueueLength));
-        ctsA.Cancel();
-        GenerateResponse last = await ReadUntilAsync(c.ResponseStream, e => e.Completed is not null);
+        a.Cancel();
+        GenerateResponse last = await c.WaitForAsync(e => e.Completed is not null);
         Assert.Equal(1, last.Completed.NumImages);
     }
 }

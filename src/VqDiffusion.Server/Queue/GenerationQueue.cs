@@ -14,10 +14,12 @@ public sealed class GenerationQueue
     private readonly SemaphoreSlim _available = new(0);
     private readonly object _gate = new();
     private readonly int _capacity;
+    private readonly ILogger<GenerationQueue> _logger;
 
-    public GenerationQueue(IOptions<GenerationOptions> options)
+    public GenerationQueue(IOptions<GenerationOptions> options, ILogger<GenerationQueue> logger)
     {
         _capacity = Math.Max(0, options.Value.MaxQueueLength);
+        _logger = logger;
     }
 
     public int Capacity => _capacity;
@@ -45,6 +47,7 @@ public sealed class GenerationQueue
 
             _waiting.AddLast(job);
             job.Post(new QueuedEvent(_waiting.Count, _waiting.Count));
+            _logger.LogDebug("Request {RequestId} queued at position {Position} of {Capacity}", job.RequestId, _waiting.Count, _capacity);
         }
 
         job.CancellationToken.Register(() => Remove(job));
@@ -75,6 +78,7 @@ public sealed class GenerationQueue
         {
             if (_waiting.Remove(job))
             {
+                _logger.LogInformation("Request {RequestId} left the queue: cancelled by the client", job.RequestId);
                 job.Complete(new OperationCanceledException(job.CancellationToken));
                 AnnouncePositions();
             }

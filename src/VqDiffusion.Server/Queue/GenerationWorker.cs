@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using VqDiffusion.Model.Imaging;
 using VqDiffusion.Model.Pipelines;
+using Microsoft.Extensions.Options;
+using VqDiffusion.Server.Options;
 using VqDiffusion.Server.Services;
 
 namespace VqDiffusion.Server.Queue;
@@ -16,12 +18,14 @@ public sealed class GenerationWorker : BackgroundService
     private readonly GenerationQueue _queue;
     private readonly ModelHost _model;
     private readonly ILogger<GenerationWorker> _logger;
+    private readonly GenerationLimits _limits;
 
-    public GenerationWorker(GenerationQueue queue, ModelHost model, ILogger<GenerationWorker> logger)
+    public GenerationWorker(GenerationQueue queue, ModelHost model, IOptions<GenerationOptions> options, ILogger<GenerationWorker> logger)
     {
         _queue = queue;
         _model = model;
         _logger = logger;
+        _limits = options.Value.ToLimits();
     }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -81,7 +85,7 @@ public sealed class GenerationWorker : BackgroundService
         GenerationRequest request = job.Request;
         try
         {
-            using DenoisingRun run = pipeline.Start(request);
+            using DenoisingRun run = pipeline.Start(request, _limits);
             job.Post(new StartedEvent(run.Seed, run.Timesteps, queueWait));
             _logger.LogInformation(
                 "Request {RequestId} started after {QueueWaitMs:F0} ms in queue: {PromptCount} prompt(s) x {ImagesPerPrompt}, {Steps} steps, guidance {GuidanceScale}, truncation {TruncationRate}, seed {Seed}",

@@ -63,6 +63,10 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
             _logger.LogInformation("Request {RequestId} ended by the client (cancelled or deadline)", job.RequestId);
             throw new RpcException(new Status(StatusCode.Cancelled, "the call was cancelled"));
         }
+        catch (GenerationArgumentException ex)
+        {
+            throw RequestMapper.InvalidArgument(ex.Field, ex.Reason);
+        }
         catch (GenerationFailedException ex)
         {
             throw new RpcException(new Status(StatusCode.Internal, ex.Message));

@@ -15,6 +15,14 @@ public sealed class RunningServer : IAsyncDisposable
 {
     private readonly WebApplication _app;
 
+    static RunningServer()
+    {
+        // Several servers, their model threads and synchronous test code share this process:
+        // enough pool threads up front keeps gRPC I/O from waiting on thread injection.
+        ThreadPool.GetMinThreads(out int workers, out int io);
+        ThreadPool.SetMinThreads(Math.Max(workers, 32), Math.Max(io, 32));
+    }
+
     private RunningServer(WebApplication app, string address)
     {
         _app = app;
