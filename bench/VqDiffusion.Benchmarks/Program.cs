@@ -1,0 +1,187 @@
+// Service benchmark (figures, not pass/fail). Usage:
+//   dotnet run -c Release --project bench/VqDiffusion.Benchmarks -- [--model DIR] [--requests N] [--steps S]
+// Starts the published server as a separate process on a free loopback port, then measures:
+//  1. time to first progress event (call start -> first `progress`), median of 20 requests;
+//  2. mean time per step through the stream vs. the same pipeline in-process (what `vqd generate` runs);
+//  3. server resident memory (VmRSS) after the first request and after N sequential requests.
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Grpc.Core;
+using Grpc.Net.Client;
+using VqDiffusion.Grpc.V1;
+using VqDiffusion.Model.Pipelines;
+
+string repo = FindRepoRoot();
+string model = ArgValue("--model") ?? Path.Combine(repo, "models", "tiny-ithq");
+int requests = int.Parse(ArgValue("--requests") ?? "100", System.Globalization.CultureInfo.InvariantCulture);
+int steps = int.Parse(ArgValue("--steps") ?? "100", System.Globalization.CultureInfo.InvariantCulture);
+string serverDll = Path.Combine(repo, "src", "VqDiffusion.Server", "bin", "Release", "net10.0", "VqDiffusion.Server.dll");
+if (!File.Exists(serverDll))
+{
+    Console.Error.WriteLine($"build the server first: dotnet build -c Release src/VqDiffusion.Server ({serverDll} missing)");
+    return 2;
+}
+
+int port = FreePort();
+var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+foreach (string a in new[] { serverDll, "--urls", $"http://127.0.0.1:{port}", $"--Model:Path={model}", "--Logging:LogLevel:Default=Warning" })
+{
+    psi.ArgumentList.Add(a);
+}
+
+using var server = Process.Start(psi)!;
+server.OutputDataReceived += (_, _) => { };
+server.ErrorDataReceived += (_, _) => { };
+server.BeginOutputReadLine();
+server.BeginErrorReadLine();
+try
+{
+    using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}", new GrpcChannelOptions { MaxReceiveMessageSize = 64 << 20 });
+    var client = new VqDiffusionService.VqDiffusionServiceClient(channel);
+    await WaitForModelAsync(client);
+    var request = new GenerateRequest { Prompts = { "a landscape with a lake" }, NumInferenceSteps = steps, GuidanceScale = 5, TruncationRate = 0.86f, Seed = 4 };
+
+    // Warm-up, then memory after the first measured request.
+    await RunAsync(client, request);
+    var first = await RunAsync(client, request);
+    long rssFirst = Rss(server.Id);
+
+    var firstProgress = new List<double>();
+    var perStep = new List<double>();
+    var total = new List<double>();
+    for (int i = 1; i < requests; i++)
+    {
+        var r = await RunAsync(client, request);
+        if (i <= 20)
+        {
+            firstProgress.Add(r.FirstProgressMs);
+        }
+
+        perStep.Add(r.StepMs);
+        total.Add(r.TotalMs);
+    }
+
+    long rssLast = Rss(server.Id);
+
+    // The same generation in-process, as `vqd generate` runs it.
+    using var pipeline = VQDiffusionPipeline.FromPretrained(model);
+    var local = new GenerationRequest { Prompts = ["a landscape with a lake"], NumInferenceSteps = steps, GuidanceScale = 5, TruncationRate = 0.86f, Seed = 4 };
+    pipeline.Generate(local);
+    var localSteps = new List<double>();
+    var localTotal = new List<double>();
+    for (int i = 0; i < 10; i++)
+    {
+        var sw = Stopwatch.StartNew();
+        double lastStep = 0;
+        double firstStepAt = 0;
+        pipeline.Generate(local, s =>
+        {
+            lastStep = sw.Elapsed.TotalMilliseconds;
+            if (s.CompletedSteps == 1)
+            {
+                firstStepAt = lastStep;
+            }
+        });
+        localSteps.Add((lastStep - firstStepAt) / (steps - 1));
+        localTotal.Add(sw.Elapsed.TotalMilliseconds);
+    }
+
+    Console.WriteLine($"model: {model}; {steps} steps, guidance 5, batch 1; {Environment.ProcessorCount} cores");
+    Console.WriteLine($"time to first progress event (median of {firstProgress.Count}): {Median(firstProgress):F1} ms");
+    Console.WriteLine($"per step, streamed:   {Median(perStep):F2} ms (median over {perStep.Count} requests; time between first and last progress / (steps-1))");
+    Console.WriteLine($"per step, in-process: {Median(localSteps):F2} ms (median of 10 runs, same pipeline as vqd generate)");
+    Console.WriteLine($"streaming overhead per step: {Median(perStep) - Median(localSteps):F2} ms");
+    Console.WriteLine($"whole request, streamed: {Median(total):F1} ms; in-process: {Median(localTotal):F1} ms");
+    Console.WriteLine($"server RSS after request 1: {rssFirst / 1024.0:F1} MiB; after {requests} sequential requests: {rssLast / 1024.0:F1} MiB (delta {(rssLast - rssFirst) / 1024.0:+0.0;-0.0} MiB)");
+    _ = first;
+    return 0;
+}
+finally
+{
+    server.Kill(entireProcessTree: true);
+}
+
+static async Task<(double FirstProgressMs, double StepMs, double TotalMs)> RunAsync(VqDiffusionService.VqDiffusionServiceClient client, GenerateRequest request)
+{
+    var sw = Stopwatch.StartNew();
+    double firstProgress = -1;
+    double lastProgress = 0;
+    int stepsSeen = 0;
+    using var call = client.Generate(request);
+    await foreach (GenerateResponse e in call.ResponseStream.ReadAllAsync())
+    {
+        if (e.Progress is not null)
+        {
+            stepsSeen++;
+            lastProgress = sw.Elapsed.TotalMilliseconds;
+            if (firstProgress < 0)
+            {
+                firstProgress = lastProgress;
+            }
+        }
+    }
+
+    return (firstProgress, (lastProgress - firstProgress) / Math.Max(1, stepsSeen - 1), sw.Elapsed.TotalMilliseconds);
+}
+
+static async Task WaitForModelAsync(VqDiffusionService.VqDiffusionServiceClient client)
+{
+    var deadline = DateTime.UtcNow.AddMinutes(10);
+    while (true)
+    {
+        try
+        {
+            await client.GetModelInfoAsync(new GetModelInfoRequest());
+            return;
+        }
+        catch (RpcException) when (DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(200);
+        }
+    }
+}
+
+static long Rss(int pid)
+{
+    foreach (string line in File.ReadLines($"/proc/{pid}/status"))
+    {
+        if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+        {
+            return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture);
+        }
+    }
+
+    return -1;
+}
+
+static double Median(List<double> values)
+{
+    var sorted = values.Order().ToList();
+    return sorted.Count == 0 ? double.NaN : sorted[sorted.Count / 2];
+}
+
+static int FreePort()
+{
+    using var l = new TcpListener(IPAddress.Loopback, 0);
+    l.Start();
+    return ((IPEndPoint)l.LocalEndpoint).Port;
+}
+
+static string FindRepoRoot()
+{
+    var dir = new DirectoryInfo(AppContext.BaseDirectory);
+    while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "VqDiffusion.Grpc.sln")))
+    {
+        dir = dir.Parent;
+    }
+
+    return dir?.FullName ?? throw new InvalidOperationException("repository root not found");
+}
+
+static string? ArgValue(string name)
+{
+    string[] args = Environment.GetCommandLineArgs();
+    int i = Array.IndexOf(args, name);
+    return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+}
