@@ -1,7 +1,7 @@
 using System.Diagnostics;
+using Microsoft.Extensions.Options;
 using VqDiffusion.Model.Imaging;
 using VqDiffusion.Model.Pipelines;
-using Microsoft.Extensions.Options;
 using VqDiffusion.Server.Options;
 using VqDiffusion.Server.Services;
 

@@ -248,44 +248,44 @@ internal sealed class PickleReader
                     Push(new List<object?>(PopToMark()));
                     break;
                 case Append:
-                {
-                    object? item = PopValue();
-                    ExpectList(Peek(), "APPEND").Add(item);
-                    break;
-                }
+                    {
+                        object? item = PopValue();
+                        ExpectList(Peek(), "APPEND").Add(item);
+                        break;
+                    }
 
                 case Appends:
-                {
-                    object?[] items = PopToMark();
-                    ExpectList(Peek(), "APPENDS").AddRange(items);
-                    break;
-                }
+                    {
+                        object?[] items = PopToMark();
+                        ExpectList(Peek(), "APPENDS").AddRange(items);
+                        break;
+                    }
 
                 case EmptyDict:
                     Push(new PickleDict(ordered: false));
                     break;
                 case Dict:
-                {
-                    var dict = new PickleDict(ordered: false);
-                    AddPairs(dict, PopToMark());
-                    Push(dict);
-                    break;
-                }
+                    {
+                        var dict = new PickleDict(ordered: false);
+                        AddPairs(dict, PopToMark());
+                        Push(dict);
+                        break;
+                    }
 
                 case SetItem:
-                {
-                    object? value = PopValue();
-                    object? key = PopValue();
-                    ExpectDict(Peek(), "SETITEM").Set(key, value);
-                    break;
-                }
+                    {
+                        object? value = PopValue();
+                        object? key = PopValue();
+                        ExpectDict(Peek(), "SETITEM").Set(key, value);
+                        break;
+                    }
 
                 case SetItems:
-                {
-                    object?[] pairs = PopToMark();
-                    AddPairs(ExpectDict(Peek(), "SETITEMS"), pairs);
-                    break;
-                }
+                    {
+                        object?[] pairs = PopToMark();
+                        AddPairs(ExpectDict(Peek(), "SETITEMS"), pairs);
+                        break;
+                    }
 
                 case BinPut:
                     _memo[ReadByte()] = Peek();
@@ -303,71 +303,71 @@ internal sealed class PickleReader
                     Push(MemoGet(BinaryPrimitives.ReadUInt32LittleEndian(Take(4))));
                     break;
                 case Global:
-                {
-                    string module = ReadLine();
-                    string name = ReadLine();
-                    Push(_findGlobal(module, name));
-                    break;
-                }
+                    {
+                        string module = ReadLine();
+                        string name = ReadLine();
+                        Push(_findGlobal(module, name));
+                        break;
+                    }
 
                 case StackGlobal:
-                {
-                    object? name = PopValue();
-                    object? module = PopValue();
-                    if (module is not string m || name is not string n)
                     {
-                        throw new PickleException($"STACK_GLOBAL expects two strings, got {TypeName(module)} and {TypeName(name)}");
-                    }
+                        object? name = PopValue();
+                        object? module = PopValue();
+                        if (module is not string m || name is not string n)
+                        {
+                            throw new PickleException($"STACK_GLOBAL expects two strings, got {TypeName(module)} and {TypeName(name)}");
+                        }
 
-                    Push(_findGlobal(m, n));
-                    break;
-                }
+                        Push(_findGlobal(m, n));
+                        break;
+                    }
 
                 case Reduce:
-                {
-                    object? args = PopValue();
-                    object? callable = PopValue();
-                    Push(Call(callable, args, "REDUCE"));
-                    break;
-                }
+                    {
+                        object? args = PopValue();
+                        object? callable = PopValue();
+                        Push(Call(callable, args, "REDUCE"));
+                        break;
+                    }
 
                 case NewObj:
-                {
-                    object? args = PopValue();
-                    object? cls = PopValue();
-                    Push(Call(cls, args, "NEWOBJ"));
-                    break;
-                }
+                    {
+                        object? args = PopValue();
+                        object? cls = PopValue();
+                        Push(Call(cls, args, "NEWOBJ"));
+                        break;
+                    }
 
                 case NewObjEx:
-                {
-                    object? kwargs = PopValue();
-                    object? args = PopValue();
-                    object? cls = PopValue();
-                    if (kwargs is not PickleDict { Count: 0 })
                     {
-                        throw new PickleException($"NEWOBJ_EX with keyword arguments for {TypeName(cls)} is not supported");
-                    }
+                        object? kwargs = PopValue();
+                        object? args = PopValue();
+                        object? cls = PopValue();
+                        if (kwargs is not PickleDict { Count: 0 })
+                        {
+                            throw new PickleException($"NEWOBJ_EX with keyword arguments for {TypeName(cls)} is not supported");
+                        }
 
-                    Push(Call(cls, args, "NEWOBJ_EX"));
-                    break;
-                }
+                        Push(Call(cls, args, "NEWOBJ_EX"));
+                        break;
+                    }
 
                 case Build:
-                {
-                    object? state = PopValue();
-                    object? target = Peek();
-                    if (target is PickleDict dict)
                     {
-                        dict.State = state;
-                    }
-                    else if (state is not null)
-                    {
-                        throw new PickleException($"BUILD (setting the state of an object) is not supported for {TypeName(target)}");
-                    }
+                        object? state = PopValue();
+                        object? target = Peek();
+                        if (target is PickleDict dict)
+                        {
+                            dict.State = state;
+                        }
+                        else if (state is not null)
+                        {
+                            throw new PickleException($"BUILD (setting the state of an object) is not supported for {TypeName(target)}");
+                        }
 
-                    break;
-                }
+                        break;
+                    }
 
                 case BinPersId:
                     Push(_persistentLoad(PopValue()));
