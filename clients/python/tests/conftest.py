@@ -1,0 +1,95 @@
+"""Fixtures: a real VqDiffusion.Server process on loopback with the tiny test model.
+
+The server is not built here: run `dotnet build src/VqDiffusion.Server` (or the solution) first.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CLIENT_ROOT = os.path.dirname(HERE)
+REPO_ROOT = os.path.abspath(os.path.join(CLIENT_ROOT, "..", ".."))
+sys.path.insert(0, CLIENT_ROOT)
+
+from vqdiffusion_client import Client, VqDiffusionError  # noqa: E402
+
+SERVER_DLL = os.path.join(REPO_ROOT, "src", "VqDiffusion.Server", "bin", "Debug", "net10.0", "VqDiffusion.Server.dll")
+TINY_MODEL = os.path.join(REPO_ROOT, "models", "tiny-ithq")
+GOLDEN_PNG = os.path.join(REPO_ROOT, "tests", "fixtures", "tiny-ithq", "golden", "png")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, address: str, process: subprocess.Popen, log_path: str) -> None:
+        self.address = address
+        self.process = process
+        self.log_path = log_path
+
+    def log_tail(self, chars: int = 4000) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()[-chars:]
+
+
+@pytest.fixture(scope="session")
+def server():
+    if not os.path.isfile(SERVER_DLL):
+        pytest.fail(
+            f"{SERVER_DLL} is missing: build the server first (dotnet build src/VqDiffusion.Server, "
+            "or the solution) before running the Python client tests.",
+            pytrace=False,
+        )
+    port = _free_port()
+    address = f"http://127.0.0.1:{port}"
+    log = tempfile.NamedTemporaryFile(prefix="vqd-server-", suffix=".log", delete=False)
+    process = subprocess.Popen(
+        ["dotnet", SERVER_DLL, "--urls", address, f"--Model:Path={TINY_MODEL}"],
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    srv = ServerProcess(address, process, log.name)
+    try:
+        deadline = time.monotonic() + 120
+        last_error = None
+        with Client(address) as client:
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"the server exited with {process.returncode}:\n{srv.log_tail()}", pytrace=False)
+                try:
+                    client.model_info(timeout=2)
+                    break
+                except VqDiffusionError as e:  # connection refused / model loading
+                    last_error = e
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the server did not get ready in 120 s ({last_error}):\n{srv.log_tail()}", pytrace=False)
+                time.sleep(0.2)
+        yield srv
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        os.unlink(log.name)
+
+
+@pytest.fixture()
+def client(server):
+    with Client(server.address) as c:
+        yield c
