@@ -1,8 +1,12 @@
 using System.Globalization;
+using Grpc.Core;
 using TorchSharp;
+using VqDiffusion.Client;
 using VqDiffusion.Model.Imaging;
 using VqDiffusion.Model.Loading;
 using VqDiffusion.Model.Pipelines;
+using GenerateRequest = VqDiffusion.Grpc.V1.GenerateRequest;
+using ProtoImageFormat = VqDiffusion.Grpc.V1.ImageFormat;
 
 namespace VqDiffusion.Cli;
 
@@ -36,10 +40,19 @@ public static class CliApp
             cts.Cancel();
         };
         Console.CancelKeyPress += onCancel;
+        GenerateOptions? options = null;
         try
         {
-            var options = GenerateOptions.Parse(args.Skip(1).ToArray());
-            await Task.Run(() => GenerateLocal(options, stderr, cts.Token), cts.Token).ConfigureAwait(false);
+            options = GenerateOptions.Parse(args.Skip(1).ToArray());
+            if (options.Server is not null)
+            {
+                await GenerateRemoteAsync(options, stderr, cts.Token).ConfigureAwait(false);
+            }
+            else
+            {
+                await Task.Run(() => GenerateLocal(options, stderr, cts.Token), cts.Token).ConfigureAwait(false);
+            }
+
             return 0;
         }
         catch (UsageException ex)
@@ -51,6 +64,19 @@ public static class CliApp
         {
             stderr.WriteLine($"vqd: error: {ToFlag(ex.Field)}: {ex.Reason}");
             return 2;
+        }
+        catch (VqDiffusionException ex) when (ex.StatusCode == StatusCode.InvalidArgument)
+        {
+            stderr.WriteLine(ex.FieldViolations.Count > 0
+                ? $"vqd: error: {ToFlag(ex.FieldViolations[0].Field)}: {ex.FieldViolations[0].Description}"
+                : $"vqd: error: {OneLine(ex.Detail)}");
+            return 2;
+        }
+        catch (VqDiffusionException ex)
+        {
+            string detail = string.IsNullOrEmpty(ex.Detail) ? string.Empty : ": " + OneLine(ex.Detail);
+            stderr.WriteLine($"vqd: error: server {options?.Server}: {ex.StatusCode}{detail}");
+            return 1;
         }
         catch (ModelLoadException ex)
         {
@@ -77,7 +103,7 @@ public static class CliApp
     {
         if (string.IsNullOrEmpty(options.Model))
         {
-            throw new UsageException("--model DIR is required (a diffusers VQDiffusionPipeline folder).");
+            throw new UsageException("--model DIR (a diffusers VQDiffusionPipeline folder) or --server URL is required.");
         }
 
         var load = new PipelineLoadOptions
@@ -121,8 +147,93 @@ public static class CliApp
         }
     }
 
+    /// <summary>The same request on a running server: same flags, same files, same messages.</summary>
+    private static async Task GenerateRemoteAsync(GenerateOptions options, TextWriter stderr, CancellationToken cancellationToken)
+    {
+        if (!Uri.TryCreate(options.Server, UriKind.Absolute, out Uri? address) || address.Scheme is not ("http" or "https"))
+        {
+            throw new UsageException($"--server must be an http:// or https:// URL (http://host:port), got '{options.Server}'.");
+        }
+
+        using var client = new VqDiffusionClient(address);
+        Grpc.V1.GetModelInfoResponse? info = null;
+
+        // In the protocol 0 means "the server's default"; on the command line it is out of range, as locally.
+        if (options.Steps == 0)
+        {
+            info = await client.GetModelInfoAsync(cancellationToken).ConfigureAwait(false);
+            throw new GenerationArgumentException("num_inference_steps", $"num_inference_steps must be between 1 and {info.NumTrainTimesteps}, got 0.");
+        }
+
+        if (options.ImagesPerPrompt == 0)
+        {
+            info = await client.GetModelInfoAsync(cancellationToken).ConfigureAwait(false);
+            throw new GenerationArgumentException("num_images_per_prompt", $"num_images_per_prompt must be between 1 and {info.Limits.MaxImagesPerPrompt}, got 0.");
+        }
+
+        var request = new GenerateRequest
+        {
+            NumInferenceSteps = options.Steps,
+            GuidanceScale = options.GuidanceScale,
+            TruncationRate = options.TruncationRate,
+            NumImagesPerPrompt = options.ImagesPerPrompt,
+            ImageFormat = options.Format switch
+            {
+                ImageFormat.Jpeg => ProtoImageFormat.Jpeg,
+                ImageFormat.WebP => ProtoImageFormat.Webp,
+                _ => ProtoImageFormat.Png,
+            },
+            ImageQuality = options.Quality,
+        };
+        request.Prompts.AddRange(options.Prompts);
+        if (options.Seed is { } seed)
+        {
+            request.Seed = seed;
+        }
+
+        if (options.LatentsFile is not null)
+        {
+            info ??= await client.GetModelInfoAsync(cancellationToken).ConfigureAwait(false);
+            long[] latents = LatentsFile.Read(options.LatentsFile, options.Prompts.Count * Math.Max(options.ImagesPerPrompt, 1), info.LatentHeight * info.LatentWidth);
+
+            // Out-of-range values stay out of range (clamped to int32), so the server rejects them by name.
+            request.InitialLatents.AddRange(latents.Select(v => (int)Math.Clamp(v, int.MinValue, int.MaxValue)));
+        }
+
+        var progress = options.Quiet ? null : new ProgressBar(stderr, !Console.IsErrorRedirected);
+        ulong? usedSeed = null;
+        int written = 0;
+        await foreach (GenerationEvent e in client.GenerateAsync(request, cancellationToken).ConfigureAwait(false))
+        {
+            switch (e)
+            {
+                case GenerationEvent.Started started:
+                    usedSeed = started.Seed;
+                    Directory.CreateDirectory(options.Output!);
+                    break;
+                case GenerationEvent.Progress step:
+                    progress?.Report(step.CompletedSteps, step.TotalSteps, step.Timestep);
+                    break;
+                case GenerationEvent.ImageGenerated image:
+                    string path = Path.Combine(options.Output!, $"{image.Index:D3}.{ImageEncoder.FileExtension(options.Format)}");
+                    await File.WriteAllBytesAsync(path, image.Data, cancellationToken).ConfigureAwait(false);
+                    written++;
+                    break;
+            }
+        }
+
+        if (!options.Quiet)
+        {
+            stderr.WriteLine(string.Create(CultureInfo.InvariantCulture, $"seed: {usedSeed}; wrote {written} image(s) to {options.Output}"));
+        }
+    }
+
+    private static string OneLine(string text) => text.ReplaceLineEndings(" ");
+
     internal static string ToFlag(string field) => field switch
     {
+        "image_format" => "--format",
+        "image_quality" => "--quality",
         "num_inference_steps" => "--steps",
         "guidance_scale" => "--guidance-scale",
         "truncation_rate" => "--truncation-rate",

@@ -4,19 +4,24 @@ using VqDiffusion.Model.Pipelines;
 
 namespace VqDiffusion.Cli;
 
-/// <summary>The flags of <c>vqd generate</c>, shared by the local and (later) the remote mode.</summary>
+/// <summary>The flags of <c>vqd generate</c>, shared by the local (<c>--model</c>) and the remote (<c>--server</c>) mode.</summary>
 public sealed class GenerateOptions
 {
     public const string Usage =
-        "usage: vqd generate --model DIR --prompt TEXT [--prompt TEXT ...] [--steps N] [--guidance-scale G]\n" +
-        "                    [--truncation-rate R] [--images-per-prompt K] [--seed S] [--latents FILE]\n" +
-        "                    [--format png|jpeg|webp] [--quality Q] [--device cpu|cuda[:N]]\n" +
-        "                    [--dtype float32|float16|bfloat16] [--variant fp16] --output DIR\n" +
+        "usage: vqd generate (--model DIR | --server URL) --prompt TEXT [--prompt TEXT ...] [--steps N]\n" +
+        "                    [--guidance-scale G] [--truncation-rate R] [--images-per-prompt K] [--seed S]\n" +
+        "                    [--latents FILE] [--format png|jpeg|webp] [--quality Q] [--device cpu|cuda[:N]]\n" +
+        "                    [--dtype float32|float16|bfloat16] [--variant fp16] [--quiet] --output DIR\n" +
+        "--model DIR runs the diffusers pipeline folder in this process; --server URL (http://host:port)\n" +
+        "asks a running VqDiffusion.Server instead (--device, --dtype and --variant are then the server's).\n" +
         "defaults (as diffusers): --steps 100 --guidance-scale 5.0 --truncation-rate 1.0 --images-per-prompt 1;\n" +
         "seed random (printed); format png; quality 90 (jpeg/webp); device cpu; dtype float32.\n" +
         "Writes DIR/000.png, DIR/001.png, ... in batch order (prompt 0's images, then prompt 1's, ...).";
 
     public string? Model { get; private set; }
+
+    /// <summary><c>--server URL</c>: generate on a running VqDiffusion.Server instead of locally.</summary>
+    public string? Server { get; private set; }
 
     public List<string> Prompts { get; } = [];
 
@@ -49,6 +54,7 @@ public sealed class GenerateOptions
     public static GenerateOptions Parse(IReadOnlyList<string> args)
     {
         var o = new GenerateOptions();
+        string? localOnly = null;
         for (int i = 0; i < args.Count; i++)
         {
             string flag = args[i];
@@ -79,6 +85,9 @@ public sealed class GenerateOptions
             {
                 case "--model":
                     o.Model = Value();
+                    break;
+                case "--server":
+                    o.Server = Value();
                     break;
                 case "--prompt":
                     o.Prompts.Add(Value());
@@ -121,18 +130,34 @@ public sealed class GenerateOptions
                     break;
                 case "--device":
                     o.Device = Value();
+                    localOnly ??= flag;
                     break;
                 case "--dtype":
                     o.DType = Value();
+                    localOnly ??= flag;
                     break;
                 case "--variant":
                     o.Variant = Value();
+                    localOnly ??= flag;
                     break;
                 case "--quiet":
                     o.Quiet = true;
                     break;
                 default:
                     throw new UsageException($"unknown option '{args[i]}'.");
+            }
+        }
+
+        if (o.Server is not null)
+        {
+            if (o.Model is not null)
+            {
+                throw new UsageException("--model and --server cannot be used together (--model runs locally, --server asks a server).");
+            }
+
+            if (localOnly is not null)
+            {
+                throw new UsageException($"{localOnly} cannot be used with --server (the server chooses its device, dtype and weights).");
             }
         }
 
