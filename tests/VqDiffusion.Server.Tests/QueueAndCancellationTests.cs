@@ -95,15 +95,29 @@ public sealed class QueueAndCancellationTests
     public async Task DeadlineStopsTheWorkAndTheNextRequestSucceeds()
     {
         await using var server = await RunningServer.StartAsync(Settings());
-        using var a = server.Client.Generate(Long(), deadline: DateTime.UtcNow.AddMilliseconds(400));
-        var ex = await Assert.ThrowsAsync<RpcException>(() => StreamCollector.ReadAllAsync(a));
+        var progress = new List<ProgressEvent>();
+        using var a = server.Client.Generate(Long(), deadline: DateTime.UtcNow.AddMilliseconds(1500));
+        var ex = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            await foreach (GenerateResponse e in a.ResponseStream.ReadAllAsync())
+            {
+                if (e.Progress is not null)
+                {
+                    progress.Add(e.Progress);
+                }
+            }
+        });
         Assert.Equal(StatusCode.DeadlineExceeded, ex.StatusCode);
 
         var events = await StreamCollector.ReadAllAsync(server.Client.Generate(new GenerateRequest { Prompts = { "a cat" }, NumInferenceSteps = 2 }));
         Assert.Equal(GenerateResponse.EventOneofCase.Completed, events[^1].EventCase);
         TimeSpan queueWait = events.Single(e => e.Started is not null).Started.QueueWait.ToTimeSpan();
-        _output.WriteLine($"request after the deadline waited {queueWait.TotalMilliseconds:F0} ms");
-        Assert.True(queueWait < TimeSpan.FromSeconds(2), $"waited {queueWait}");
+
+        // Had A kept running after its deadline, the next request would wait for its remaining steps.
+        TimeSpan perStep = progress.Count > 0 ? progress[^1].Elapsed.ToTimeSpan() / progress.Count : TimeSpan.FromSeconds(1);
+        TimeSpan restOfA = perStep * (100 - progress.Count);
+        _output.WriteLine($"A did {progress.Count} steps ({perStep.TotalMilliseconds:F0} ms each) before its deadline; the next request waited {queueWait.TotalMilliseconds:F0} ms of the {restOfA.TotalMilliseconds:F0} ms A would have needed");
+        Assert.True(queueWait < restOfA / 2, $"waited {queueWait}, as if the expired request kept running ({restOfA} left)");
     }
 
     [Fact]
