@@ -262,11 +262,8 @@ public static class CliApp
         }
     }
 
-    private static torch.ScalarType ParseDType(string value) => value.ToLowerInvariant() switch
-    {
-        "float32" or "fp32" => torch.ScalarType.Float32,
-        "float16" or "fp16" => torch.ScalarType.Float16,
-        "bfloat16" or "bf16" => torch.ScalarType.BFloat16,
-        _ => throw new UsageException($"--dtype must be float32, float16 or bfloat16, got '{value}'."),
-    };
+    private static torch.ScalarType ParseDType(string value) =>
+        PipelineLoadOptions.TryParseDType(value, out var dtype)
+            ? dtype
+            : throw new UsageException($"--dtype must be float32, float16 or bfloat16, got '{value}'.");
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
+using VqDiffusion.Cli.Tests.TestSupport;
 using VqDiffusion.Model.Imaging;
 using VqDiffusion.Model.Tests.TestSupport;
 using Xunit.Abstractions;
@@ -20,42 +21,10 @@ public sealed class GenerateCommandTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static async Task<(int Code, string Out, string Err)> Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = await CliApp.RunAsync(args, stdout, stderr, CancellationToken.None);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
+    private static Task<(int Code, string Out, string Err)> Run(params string[] args) => CliRunner.RunAsync(args);
 
-    private static string F(float v) => v.ToString("R", CultureInfo.InvariantCulture);
-
-    private string[] ArgsFor(GoldenPipelineRuns.Run run, string output)
-    {
-        var args = new List<string> { "generate", "--model", Fixtures.TinyModel };
-        foreach (string p in run.Request.Prompts)
-        {
-            args.AddRange(["--prompt", p]);
-        }
-
-        args.AddRange([
-            "--steps", run.Request.NumInferenceSteps.ToString(CultureInfo.InvariantCulture),
-            "--guidance-scale", F(run.Request.GuidanceScale),
-            "--truncation-rate", F(run.Request.TruncationRate),
-            "--images-per-prompt", run.Request.NumImagesPerPrompt.ToString(CultureInfo.InvariantCulture),
-            "--seed", run.Request.Seed!.Value.ToString(CultureInfo.InvariantCulture),
-            "--output", output,
-        ]);
-        if (run.Request.InitialLatents is { } latents)
-        {
-            int pixels = latents.Count / run.Request.BatchSize;
-            string file = Path.Combine(_dir, run.Name + "-latents.json");
-            File.WriteAllText(file, JsonSerializer.Serialize(latents.Chunk(pixels).ToArray()));
-            args.AddRange(["--latents", file]);
-        }
-
-        return args.ToArray();
-    }
+    private string[] ArgsFor(GoldenPipelineRuns.Run run, string output) =>
+        ["generate", "--model", Fixtures.TinyModel, .. CliRunner.GoldenFlags(run, _dir), "--output", output];
 
     public static TheoryData<string> RunNames()
     {

@@ -1,78 +1,28 @@
 using System.Globalization;
 using System.Text.Json;
+using VqDiffusion.Cli.Tests.TestSupport;
 using VqDiffusion.Model.Tests.TestSupport;
 using VqDiffusion.Server.Tests.TestSupport;
 
 namespace VqDiffusion.Cli.Tests;
 
-/// <summary>One in-process server with the tiny model, shared by <see cref="RemoteGenerateTests"/>.</summary>
-public sealed class CliServerFixture : IAsyncLifetime
-{
-    private RunningServer? _server;
-
-    public string Address => (_server ?? throw new InvalidOperationException("not started")).Address;
-
-    public async Task InitializeAsync() => _server = await RunningServer.StartAsync([$"--Model:Path={Fixtures.TinyModel}"]);
-
-    public async Task DisposeAsync()
-    {
-        if (_server is not null)
-        {
-            await _server.DisposeAsync();
-        }
-    }
-}
-
 /// <summary><c>vqd generate --server URL</c> against a real server in this process.</summary>
-public sealed class RemoteGenerateTests : IClassFixture<CliServerFixture>, IDisposable
+public sealed class RemoteGenerateTests : IClassFixture<SharedServerFixture>, IDisposable
 {
-    private readonly CliServerFixture _server;
+    private readonly RunningServer _server;
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "vqd-cli-remote-" + Guid.NewGuid().ToString("N"));
 
-    public RemoteGenerateTests(CliServerFixture server)
+    public RemoteGenerateTests(SharedServerFixture fixture)
     {
-        _server = server;
+        _server = fixture.Server;
         Directory.CreateDirectory(_dir);
     }
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private static async Task<(int Code, string Out, string Err)> Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = await CliApp.RunAsync(args, stdout, stderr, CancellationToken.None);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
+    private static Task<(int Code, string Out, string Err)> Run(params string[] args) => CliRunner.RunAsync(args);
 
-    private static string F(float v) => v.ToString("R", CultureInfo.InvariantCulture);
-
-    /// <summary>The flags of a golden run, without --model/--server and --output.</summary>
-    private List<string> FlagsFor(GoldenPipelineRuns.Run run)
-    {
-        var args = new List<string>();
-        foreach (string p in run.Request.Prompts)
-        {
-            args.AddRange(["--prompt", p]);
-        }
-
-        args.AddRange([
-            "--steps", run.Request.NumInferenceSteps.ToString(CultureInfo.InvariantCulture),
-            "--guidance-scale", F(run.Request.GuidanceScale),
-            "--truncation-rate", F(run.Request.TruncationRate),
-            "--images-per-prompt", run.Request.NumImagesPerPrompt.ToString(CultureInfo.InvariantCulture),
-            "--seed", run.Request.Seed!.Value.ToString(CultureInfo.InvariantCulture),
-        ]);
-        if (run.Request.InitialLatents is { } latents)
-        {
-            int pixels = latents.Count / run.Request.BatchSize;
-            string file = Path.Combine(_dir, run.Name + "-latents.json");
-            File.WriteAllText(file, JsonSerializer.Serialize(latents.Chunk(pixels).ToArray()));
-            args.AddRange(["--latents", file]);
-        }
-
-        return args;
-    }
+    private List<string> FlagsFor(GoldenPipelineRuns.Run run) => CliRunner.GoldenFlags(run, _dir);
 
     private async Task AssertRemoteEqualsLocal(string name, List<string> flags, string extension)
     {

@@ -100,7 +100,7 @@ public sealed class GenerateTests : IClassFixture<SharedServerFixture>
     public async Task GoldenRunsGiveDiffusersPixelsAndPerStepTokens(string name)
     {
         var run = GoldenPipelineRuns.All(Fixtures.TinyGolden).Single(r => r.Name == name);
-        var golden = LoadGolden(run.File);
+        var golden = Fixtures.LoadGolden(run.File);
         GenerateRequest request = StreamCollector.ToProto(run.Request);
         request.Snapshots = new SnapshotOptions { EveryNSteps = 1, IncludeTokens = true };
         var events = await StreamCollector.ReadAllAsync(Client.Generate(request));
@@ -270,11 +270,5 @@ public sealed class GenerateTests : IClassFixture<SharedServerFixture>
         Assert.True(info.LearnedClassifierFreeEmbeddings);
         Assert.Matches(@"^\d+\.\d+\.\d+", info.ServerVersion);
         Assert.Equal((16, 2048, 8, 16, 16), (info.Limits.MaxPrompts, info.Limits.MaxPromptCharacters, info.Limits.MaxImagesPerPrompt, info.Limits.MaxBatchSize, info.Limits.MaxQueueLength));
-    }
-
-    private static Dictionary<string, TorchSharp.torch.Tensor> LoadGolden(string file)
-    {
-        using var f = Model.Loading.SafeTensorsFile.Open(Path.Combine(Fixtures.TinyGolden, file));
-        return f.Tensors.ToDictionary(kv => kv.Key, kv => kv.Value.Read());
     }
 }

@@ -3,16 +3,17 @@ using Grpc.Core;
 using VqDiffusion.Grpc.V1;
 using VqDiffusion.Model.Imaging;
 using VqDiffusion.Model.Tests.TestSupport;
+using VqDiffusion.Server.Tests.TestSupport;
 using Xunit.Abstractions;
 
 namespace VqDiffusion.Client.Tests;
 
-public sealed class VqDiffusionClientTests : IClassFixture<ServerFixture>
+public sealed class VqDiffusionClientTests : IClassFixture<SharedServerFixture>
 {
-    private readonly ServerFixture _fixture;
+    private readonly SharedServerFixture _fixture;
     private readonly ITestOutputHelper _output;
 
-    public VqDiffusionClientTests(ServerFixture fixture, ITestOutputHelper output)
+    public VqDiffusionClientTests(SharedServerFixture fixture, ITestOutputHelper output)
     {
         _fixture = fixture;
         _output = output;

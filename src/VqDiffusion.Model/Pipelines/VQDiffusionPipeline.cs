@@ -343,18 +343,7 @@ public sealed class VQDiffusionPipeline : IDisposable
         using var scope = NewDisposeScope();
         int batch = prompts.Count;
         int maxLength = tokenizer.ModelMaxLength;
-        var ids = new long[batch * maxLength];
-        for (int i = 0; i < batch; i++)
-        {
-            int[] row = tokenizer.EncodeForPipeline(prompts[i]);
-            for (int j = 0; j < maxLength; j++)
-            {
-                ids[(i * maxLength) + j] = row[j];
-            }
-        }
-
-        Tensor inputIds = tensor(ids, [batch, maxLength], int64).to(Device);
-        Tensor promptEmbeds = text_encoder.forward(inputIds);
+        Tensor promptEmbeds = text_encoder.forward(IdsTensor(prompts.Select(tokenizer.EncodeForPipeline), maxLength));
         promptEmbeds = promptEmbeds / promptEmbeds.norm(-1, keepdim: true);
         promptEmbeds = promptEmbeds.repeat_interleave(numImagesPerPrompt, dim: 0);
 
@@ -368,16 +357,7 @@ public sealed class VQDiffusionPipeline : IDisposable
             else
             {
                 int[] uncond = tokenizer.Call(string.Empty, maxLength, truncation: true);
-                var uncondIds = new long[batch * maxLength];
-                for (int i = 0; i < batch; i++)
-                {
-                    for (int j = 0; j < maxLength; j++)
-                    {
-                        uncondIds[(i * maxLength) + j] = uncond[j];
-                    }
-                }
-
-                negative = text_encoder.forward(tensor(uncondIds, [batch, maxLength], int64).to(Device));
+                negative = text_encoder.forward(IdsTensor(Enumerable.Repeat(uncond, batch), maxLength));
                 negative = negative / negative.norm(-1, keepdim: true);
             }
 
@@ -387,6 +367,22 @@ public sealed class VQDiffusionPipeline : IDisposable
         }
 
         return promptEmbeds.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Token id rows (each at least <paramref name="length"/> long) as an int64 [rows, length] tensor on the model's device.</summary>
+    private Tensor IdsTensor(IEnumerable<int[]> rows, int length)
+    {
+        long[] ids = rows.SelectMany(r => r.Take(length)).Select(id => (long)id).ToArray();
+        Tensor cpu = tensor(ids, [ids.Length / length, length], int64);
+        if (Device.type == DeviceType.CPU)
+        {
+            return cpu;
+        }
+
+        using (cpu)
+        {
+            return cpu.to(Device);
+        }
     }
 
     /// <summary>

@@ -102,13 +102,10 @@ public sealed class ModelHost : IHostedService, IDisposable
         }
     }
 
-    internal static torch.ScalarType ParseDType(string value) => value.ToLowerInvariant() switch
-    {
-        "float32" or "fp32" or "" => torch.ScalarType.Float32,
-        "float16" or "fp16" => torch.ScalarType.Float16,
-        "bfloat16" or "bf16" => torch.ScalarType.BFloat16,
-        _ => throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"Model:DType must be float32, float16 or bfloat16, not '{value}'.")),
-    };
+    private static torch.ScalarType ParseDType(string value) =>
+        string.IsNullOrWhiteSpace(value) ? torch.ScalarType.Float32
+        : PipelineLoadOptions.TryParseDType(value, out var dtype) ? dtype
+        : throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"Model:DType must be float32, float16 or bfloat16, not '{value}'."));
 
     public Task StopAsync(CancellationToken cancellationToken)
     {

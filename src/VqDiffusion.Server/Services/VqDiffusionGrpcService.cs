@@ -93,12 +93,7 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
             DefaultGuidanceScale = GenerationRequest.DefaultGuidanceScale,
             DefaultTruncationRate = GenerationRequest.DefaultTruncationRate,
             Device = pipeline.Device.ToString(),
-            Dtype = pipeline.DType switch
-            {
-                TorchSharp.torch.ScalarType.Float16 => "float16",
-                TorchSharp.torch.ScalarType.BFloat16 => "bfloat16",
-                _ => "float32",
-            },
+            Dtype = PipelineLoadOptions.DTypeName(pipeline.DType),
             ServerVersion = ServerVersion,
             LearnedClassifierFreeEmbeddings = pipeline.learned_classifier_free_sampling_embeddings.Learnable,
             Limits = new ServerLimits
