@@ -13,6 +13,27 @@ using VqDiffusion.Grpc.V1;
 using VqDiffusion.Model.Pipelines;
 
 string repo = FindRepoRoot();
+string command = args.Length > 0 && !args[0].StartsWith("--", StringComparison.Ordinal) ? args[0] : "service";
+switch (command)
+{
+    case "make-model":
+        return VqDiffusion.Benchmarks.ModelGenerator.Run(
+            repo,
+            ArgValue("--out") ?? throw new ArgumentException("make-model needs --out DIR"),
+            ArgValue("--preset") ?? "mid",
+            IntArg("--layers"),
+            IntArg("--heads"),
+            IntArg("--head-dim"),
+            ulong.Parse(ArgValue("--seed") ?? "0", System.Globalization.CultureInfo.InvariantCulture));
+    case "phases":
+        return await VqDiffusion.Benchmarks.PhaseBenchmark.RunAsync(repo, args);
+    case "service":
+        break;
+    default:
+        Console.Error.WriteLine($"unknown command '{command}': service (default), make-model, phases");
+        return 2;
+}
+
 string model = ArgValue("--model") ?? Path.Combine(repo, "models", "tiny-ithq");
 int requests = int.Parse(ArgValue("--requests") ?? "100", System.Globalization.CultureInfo.InvariantCulture);
 int steps = int.Parse(ArgValue("--steps") ?? "100", System.Globalization.CultureInfo.InvariantCulture);
@@ -178,6 +199,9 @@ static string FindRepoRoot()
 
     return dir?.FullName ?? throw new InvalidOperationException("repository root not found");
 }
+
+static int? IntArg(string name) =>
+    ArgValue(name) is { } v ? int.Parse(v, System.Globalization.CultureInfo.InvariantCulture) : null;
 
 static string? ArgValue(string name)
 {

@@ -50,7 +50,8 @@ public static class CliApp
             }
             else
             {
-                await Task.Run(() => GenerateLocal(options, stderr, cts.Token), cts.Token).ConfigureAwait(false);
+                // On the calling thread (the main thread under `vqd`): no await has happened yet.
+                GenerateLocal(options, stderr, cts.Token);
             }
 
             return 0;

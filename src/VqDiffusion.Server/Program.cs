@@ -1,4 +1,16 @@
+using VqDiffusion.Model.Runtime;
 using VqDiffusion.Server;
 
-var app = ServerApp.Build(args);
-await app.RunAsync().ConfigureAwait(false);
+// Model work (load, warm-up, every denoising step) runs on this, the process's main thread: it allocates
+// from glibc's main arena, where GlibcMalloc keeps freed tensor buffers mapped. Any other thread would pay
+// hundreds of thousands of page faults per request (see GlibcMalloc and the README's performance section).
+GlibcMalloc.Configure();
+WebApplication app = ServerApp.Build(args);
+ModelThread modelThread = app.Services.GetRequiredService<ModelThread>();
+modelThread.ReserveCallingThread();
+app.Start();
+Task shutdown = app.WaitForShutdownAsync();
+_ = shutdown.ContinueWith(_ => modelThread.Complete(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+modelThread.RunOnCurrentThread();
+shutdown.GetAwaiter().GetResult();
+app.DisposeAsync().AsTask().GetAwaiter().GetResult();

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using VqDiffusion.Model.Runtime;
 using VqDiffusion.Server.Options;
 using VqDiffusion.Server.Queue;
 using VqDiffusion.Server.Services;
@@ -47,6 +48,7 @@ public static class ServerApp
         }).AddCheck<ModelHealthCheck>("model");
 
         builder.Services.TryAddSingleton<IModelLoadGate, OpenModelLoadGate>();
+        builder.Services.TryAddSingleton(_ => new ModelThread());
         builder.Services.AddSingleton<ModelHost>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<ModelHost>());
         builder.Services.AddSingleton<GenerationQueue>();

@@ -1,4 +1,6 @@
+using System.Diagnostics;
 using TorchSharp;
+using VqDiffusion.Model.Transformers;
 using static TorchSharp.torch;
 
 namespace VqDiffusion.Model.Pipelines;
@@ -16,7 +18,7 @@ public sealed class DenoisingRun : IDisposable
     private readonly torch.Generator _generator;
     private readonly long[] _timesteps;
     private Tensor _sample;
-    private Tensor? _lastLogPx0;
+    private Tensor? _predictedX0;
     private bool _disposed;
 
     internal DenoisingRun(VQDiffusionPipeline pipeline, GenerationRequest request, ulong seed, Tensor promptEmbeds, Tensor sample, long[] timesteps)
@@ -62,11 +64,18 @@ public sealed class DenoisingRun : IDisposable
         }
 
         long t = _timesteps[CompletedSteps];
+        long t0 = Stopwatch.GetTimestamp();
+        long t1, t2, t3, t4;
         using (no_grad())
         using (var scope = NewDisposeScope())
         {
+            Transformer2DModel transformer = _pipeline.transformer;
             Tensor modelInput = DoClassifierFreeGuidance ? cat([_sample, _sample], 0) : _sample;
-            Tensor modelOutput = _pipeline.transformer.forward(modelInput, _promptEmbeds, t);
+            using Tensor timestep = tensor(t, dtype: ScalarType.Int64, device: modelInput.device);
+            Tensor logits = transformer.ForwardLogits(modelInput, _promptEmbeds, timestep);
+            t1 = Stopwatch.GetTimestamp();
+            Tensor modelOutput = Transformer2DModel.LogPx0(logits);
+            t2 = Stopwatch.GetTimestamp();
             if (DoClassifierFreeGuidance)
             {
                 Tensor[] chunks = modelOutput.chunk(2, 0);
@@ -76,18 +85,30 @@ public sealed class DenoisingRun : IDisposable
                 modelOutput = modelOutput - modelOutput.logsumexp(1, keepdim: true);
             }
 
+            t3 = Stopwatch.GetTimestamp();
             modelOutput = VQDiffusionPipeline.Truncate(modelOutput, Request.TruncationRate);
-            modelOutput = modelOutput.clamp(min: -70);
+            modelOutput = modelOutput.clamp_(min: -70);
+            t4 = Stopwatch.GetTimestamp();
             Tensor next = _pipeline.scheduler.Step(modelOutput, t, _sample, _generator);
+
+            // What a preview needs of this step: the most likely x0 of every position.
+            Tensor x0 = modelOutput.argmax(1);
 
             _sample.Dispose();
             _sample = next.MoveToOuterDisposeScope();
-            _lastLogPx0?.Dispose();
-            _lastLogPx0 = modelOutput.MoveToOuterDisposeScope();
+            _predictedX0?.Dispose();
+            _predictedX0 = x0.MoveToOuterDisposeScope();
         }
 
+        long t5 = Stopwatch.GetTimestamp();
         CompletedSteps++;
-        return new StepContext(this, CompletedSteps, t);
+        var phases = new StepPhases(
+            Stopwatch.GetElapsedTime(t0, t1),
+            Stopwatch.GetElapsedTime(t1, t2),
+            Stopwatch.GetElapsedTime(t2, t3),
+            Stopwatch.GetElapsedTime(t3, t4),
+            Stopwatch.GetElapsedTime(t4, t5));
+        return new StepContext(this, CompletedSteps, t, phases);
     }
 
     /// <summary>The current tokens, [images, H·W] flattened row-major.</summary>
@@ -118,7 +139,7 @@ public sealed class DenoisingRun : IDisposable
             throw new ArgumentOutOfRangeException(nameof(imageIndex), imageIndex, $"image index must be in 0..{BatchSize - 1}");
         }
 
-        if (_lastLogPx0 is null)
+        if (_predictedX0 is null)
         {
             throw new InvalidOperationException("A preview needs at least one completed step.");
         }
@@ -126,7 +147,7 @@ public sealed class DenoisingRun : IDisposable
         using (no_grad())
         using (var scope = NewDisposeScope())
         {
-            Tensor x0 = _lastLogPx0[imageIndex].unsqueeze(0).argmax(1);
+            Tensor x0 = _predictedX0[imageIndex].unsqueeze(0);
             Tensor current = _sample[imageIndex].unsqueeze(0);
             Tensor tokens = where(current.eq(MaskClass), x0, current);
             GeneratedImage image = _pipeline.DecodeToImages(tokens, Request.NumImagesPerPrompt)[0];
@@ -143,7 +164,7 @@ public sealed class DenoisingRun : IDisposable
 
         _disposed = true;
         _sample.Dispose();
-        _lastLogPx0?.Dispose();
+        _predictedX0?.Dispose();
         _promptEmbeds.Dispose();
         _generator.Dispose();
     }

@@ -8,9 +8,10 @@ public sealed class StepContext
 {
     private readonly DenoisingRun _run;
 
-    internal StepContext(DenoisingRun run, int completedSteps, long timestep)
+    internal StepContext(DenoisingRun run, int completedSteps, long timestep, StepPhases phases)
     {
         _run = run;
+        Phases = phases;
         CompletedSteps = completedSteps;
         Timestep = timestep;
     }
@@ -22,6 +23,9 @@ public sealed class StepContext
 
     /// <summary>The timestep just denoised (<c>n-1</c> at the first step, 0 at the last).</summary>
     public long Timestep { get; }
+
+    /// <summary>Where the step's time went.</summary>
+    public StepPhases Phases { get; }
 
     public int BatchSize => _run.BatchSize;
 
@@ -39,4 +43,17 @@ public sealed class StepContext
     /// decoded by the VQ decoder. 8-bit RGB, H × W × 3.
     /// </summary>
     public GeneratedImage Preview(int imageIndex) => _run.Preview(imageIndex);
+}
+
+/// <summary>
+/// The wall time of one denoising step by phase: the transformer's blocks and output projection (its matrix
+/// products), the float64 log-softmax, classifier-free guidance with renormalisation, truncation with the clamp,
+/// and the scheduler step (q_posterior, Gumbel noise, argmax) with the preview's x0 argmax.
+/// </summary>
+public readonly record struct StepPhases(TimeSpan Transformer, TimeSpan LogSoftmax, TimeSpan Guidance, TimeSpan Truncation, TimeSpan Posterior)
+{
+    public TimeSpan Total => Transformer + LogSoftmax + Guidance + Truncation + Posterior;
+
+    /// <summary>Everything but the transformer's matrix products.</summary>
+    public TimeSpan NonTransformer => LogSoftmax + Guidance + Truncation + Posterior;
 }

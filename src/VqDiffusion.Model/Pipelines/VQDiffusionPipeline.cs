@@ -334,6 +334,20 @@ public sealed class VQDiffusionPipeline : IDisposable
     }
 
     /// <summary>
+    /// One short generation (two steps with guidance and truncation, then the decode) so that the first real
+    /// request pays none of the one-time costs: JIT, libtorch's kernel and thread-pool set-up, the allocator
+    /// growing to a step's working set. Returns its images (encode one to warm the image codecs too).
+    /// </summary>
+    public GenerationResult WarmUp() => Generate(new GenerationRequest
+    {
+        Prompts = ["a warm-up prompt"],
+        NumInferenceSteps = Math.Min(2, scheduler.NumTrainTimesteps),
+        GuidanceScale = GenerationRequest.DefaultGuidanceScale,
+        TruncationRate = 0.86f,
+        Seed = 0,
+    });
+
+    /// <summary>
     /// diffusers' <c>_encode_prompt</c>: CLIP last hidden state / its L2 norm, repeated per image;
     /// with guidance, the negative rows (learned embeddings, or the encoded empty prompt) come first.
     /// </summary>
@@ -391,17 +405,29 @@ public sealed class VQDiffusionPipeline : IDisposable
     /// the others become -inf. Computed in float32 like diffusers, so a rate of 1.0 can still drop
     /// the least likely classes.
     /// </summary>
+    /// <remarks>
+    /// The same decisions as diffusers' sort → cumsum → <c>gather(argsort(indices))</c>, at a fraction of the
+    /// cost: the classes are sorted along a contiguous axis (a transposed copy), and the kept values are
+    /// scattered back through the sort indices instead of inverting the permutation with a second sort.
+    /// Ties keep libtorch's sort order, as in diffusers.
+    /// </remarks>
     public static Tensor Truncate(Tensor logPx0, float truncationRate)
     {
         using var scope = NewDisposeScope();
-        var (sortedLogPx0, indices) = logPx0.sort(1, descending: true);
-        Tensor sortedP = sortedLogPx0.exp();
-        Tensor keepMask = sortedP.cumsum(1).lt(truncationRate);
-        Tensor allTrue = ones_like(keepMask[.., 0..1, ..]);
-        keepMask = cat([allTrue, keepMask], 1)[.., ..^1, ..];
-        keepMask = keepMask.gather(1, indices.argsort(1));
-        Tensor result = logPx0.masked_fill(keepMask.logical_not(), float.NegativeInfinity);
-        return result.MoveToOuterDisposeScope();
+
+        // [B, N, K]: one row of classes per latent pixel, contiguous, so the sort runs along memory.
+        Tensor rows = logPx0.transpose(1, 2).contiguous();
+        var (sorted, indices) = rows.sort(-1, descending: true);
+
+        // A class is dropped when the classes ranked before it already reach the rate.
+        Tensor cumulative = sorted.exp().cumsum(-1);
+        Tensor dropSorted = empty_like(cumulative, dtype: ScalarType.Bool);
+        dropSorted[.., .., 0].fill_(false);
+        dropSorted[.., .., 1..].copy_(cumulative[.., .., ..^1].lt(truncationRate).logical_not_());
+        sorted.masked_fill_(dropSorted, float.NegativeInfinity);
+
+        Tensor result = empty_like(rows).scatter_(-1, indices, sorted);
+        return result.transpose(1, 2).contiguous().MoveToOuterDisposeScope();
     }
 
     /// <summary>Decodes token grids [N, H·W] to 8-bit RGB images.</summary>

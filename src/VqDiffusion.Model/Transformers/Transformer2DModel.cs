@@ -100,6 +100,17 @@ public sealed class Transformer2DModel : nn.Module
     /// <summary>As <see cref="forward(Tensor, Tensor?, long)"/> with the timestep as a 0-dim int64 tensor (as diffusers passes it).</summary>
     public Tensor forward(Tensor latents, Tensor? encoderHiddenStates, Tensor timestep)
     {
+        using var scope = NewDisposeScope();
+        Tensor logits = ForwardLogits(latents, encoderHiddenStates, timestep);
+        return LogPx0(logits).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The blocks, <c>norm_out</c> and <c>out</c>: the class logits, <c>[B, H·W, num_vector_embeds − 1]</c>
+    /// (classes last, contiguous). <see cref="LogPx0"/> turns them into the model's output.
+    /// </summary>
+    public Tensor ForwardLogits(Tensor latents, Tensor? encoderHiddenStates, Tensor timestep)
+    {
         ArgumentNullException.ThrowIfNull(latents);
         ArgumentNullException.ThrowIfNull(timestep);
         if (latents.dim() != 2 || latents.dtype != ScalarType.Int64 || latents.shape[1] > NumLatentPixels)
@@ -120,10 +131,23 @@ public sealed class Transformer2DModel : nn.Module
             hiddenStates = block.forward(hiddenStates, encoderHiddenStates, timestep);
         }
 
-        // 3. Output: (batch, num_vector_embeds - 1, num_latent_pixels), log(p(x_0)) computed in float64
-        Tensor logits = @out.forward(norm_out.forward(hiddenStates)).permute(0, 2, 1);
-        Tensor output = nn.functional.log_softmax(logits.to(ScalarType.Float64), 1).to(ScalarType.Float32);
-        return output.MoveToOuterDisposeScope();
+        // 3. Output projection
+        return @out.forward(norm_out.forward(hiddenStates)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// log p(x₀) from <see cref="ForwardLogits"/>: <c>log_softmax</c> over the classes in float64 (as diffusers),
+    /// returned as float32 <c>[B, num_vector_embeds − 1, H·W]</c>, contiguous. The softmax runs along the
+    /// contiguous class axis of the logits (diffusers permutes first, which makes libtorch copy to a strided
+    /// layout and run its slow inner-dimension kernel); the float64 results round to the same float32 values.
+    /// </summary>
+    public static Tensor LogPx0(Tensor logits)
+    {
+        ArgumentNullException.ThrowIfNull(logits);
+        using var noGrad = torch.no_grad();
+        using var scope = NewDisposeScope();
+        Tensor logP = nn.functional.log_softmax(logits.to(ScalarType.Float64), -1).to(ScalarType.Float32);
+        return logP.permute(0, 2, 1).contiguous().MoveToOuterDisposeScope();
     }
 
     private static void Validate(Transformer2DModelConfig config)

@@ -10,6 +10,12 @@ public sealed class GenerationOptions
     /// <summary>Requests that may wait for the model; more get RESOURCE_EXHAUSTED.</summary>
     public int MaxQueueLength { get; set; } = 16;
 
+    /// <summary>
+    /// Runs denoised at once, one step of each in turn; queued requests are admitted between steps while fewer
+    /// are active. 1 = strictly one request after the other.
+    /// </summary>
+    public int MaxActiveRuns { get; set; } = 4;
+
     public int MaxPrompts { get; set; } = 16;
 
     public int MaxPromptCharacters { get; set; } = 2048;

@@ -72,6 +72,27 @@ public sealed class GenerationQueue
         }
     }
 
+    /// <summary>Takes the next waiting job without waiting; false when none is waiting.</summary>
+    public bool TryTake([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out GenerationJob? job)
+    {
+        while (_available.Wait(0))
+        {
+            lock (_gate)
+            {
+                if (_waiting.First is { } first)
+                {
+                    _waiting.RemoveFirst();
+                    AnnouncePositions();
+                    job = first.Value;
+                    return true;
+                }
+            }
+        }
+
+        job = null;
+        return false;
+    }
+
     private void Remove(GenerationJob job)
     {
         lock (_gate)

@@ -2,30 +2,36 @@ using System.Diagnostics;
 using Microsoft.Extensions.Options;
 using VqDiffusion.Model.Imaging;
 using VqDiffusion.Model.Pipelines;
+using VqDiffusion.Model.Runtime;
 using VqDiffusion.Server.Options;
 using VqDiffusion.Server.Services;
 
 namespace VqDiffusion.Server.Queue;
 
 /// <summary>
-/// Runs queued jobs on the model, one denoising step at a time, checking each job's cancellation
-/// between steps. Everything a job needs is in its <see cref="DenoisingRun"/> (its own generator,
-/// embeddings and sample), so the loop can later interleave or batch steps of several runs without
-/// changing any request's images.
+/// Serves the queue on the <see cref="ModelThread"/>: keeps up to <c>Generation:MaxActiveRuns</c> runs active and
+/// advances them one denoising step at a time in turn, admitting queued jobs between steps, so a short request
+/// behind a long one starts within about one step and finishes first. Each run has its own generator, prompt
+/// embeddings and sample, so its tokens and images are those of running it alone. Cancellation and deadlines
+/// are checked before each of a run's steps; a run that fails ends alone.
 /// </summary>
 public sealed class GenerationWorker : BackgroundService
 {
     private readonly GenerationQueue _queue;
     private readonly ModelHost _model;
+    private readonly ModelThread _modelThread;
     private readonly ILogger<GenerationWorker> _logger;
     private readonly GenerationLimits _limits;
+    private readonly int _maxActiveRuns;
 
-    public GenerationWorker(GenerationQueue queue, ModelHost model, IOptions<GenerationOptions> options, ILogger<GenerationWorker> logger)
+    public GenerationWorker(GenerationQueue queue, ModelHost model, ModelThread modelThread, IOptions<GenerationOptions> options, ILogger<GenerationWorker> logger)
     {
         _queue = queue;
         _model = model;
+        _modelThread = modelThread;
         _logger = logger;
         _limits = options.Value.ToLimits();
+        _maxActiveRuns = Math.Max(1, options.Value.MaxActiveRuns);
     }
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -35,44 +41,83 @@ public sealed class GenerationWorker : BackgroundService
         {
             pipeline = await _model.Loaded.WaitAsync(stoppingToken).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is not OperationCanceledException)
+        catch (Exception)
         {
-            return; // ModelHost logged it; requests get UNAVAILABLE.
-        }
-        catch (OperationCanceledException)
-        {
-            return;
+            return; // cancelled, or ModelHost logged the failure and requests get UNAVAILABLE.
         }
 
-        // Model work runs on a dedicated thread so it never blocks the thread pool serving gRPC I/O.
-        var thread = new Thread(() => Run(pipeline, stoppingToken)) { IsBackground = true, Name = "vqd-generation" };
-        thread.Start();
-        await Task.Run(() => thread.Join(), CancellationToken.None).ConfigureAwait(false);
-    }
-
-    private void Run(VQDiffusionPipeline pipeline, CancellationToken stoppingToken)
-    {
-        while (!stoppingToken.IsCancellationRequested)
+        try
         {
-            GenerationJob job;
-            try
-            {
-                job = _queue.TakeAsync(stoppingToken).GetAwaiter().GetResult();
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-
-            using (_logger.BeginScope("RequestId:{RequestId}", job.RequestId))
-            {
-                Process(pipeline, job);
-            }
+            await _modelThread.Post(() => Serve(pipeline, stoppingToken)).ConfigureAwait(false);
+        }
+        catch (ObjectDisposedException)
+        {
+            // The model thread stopped with the host.
         }
     }
 
-    internal void Process(VQDiffusionPipeline pipeline, GenerationJob job)
+    private void Serve(VQDiffusionPipeline pipeline, CancellationToken stoppingToken)
     {
+        var active = new List<ActiveRun>();
+        int next = 0;
+        try
+        {
+            while (!stoppingToken.IsCancellationRequested)
+            {
+                if (active.Count == 0)
+                {
+                    GenerationJob job;
+                    try
+                    {
+                        job = _queue.TakeAsync(stoppingToken).GetAwaiter().GetResult();
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        return;
+                    }
+
+                    Admit(pipeline, job, active);
+                    next = 0;
+                    continue;
+                }
+
+                // Between two steps: admit what arrived, up to the limit (new runs go last in the turn).
+                while (active.Count < _maxActiveRuns && _queue.TryTake(out GenerationJob? waiting))
+                {
+                    Admit(pipeline, waiting, active);
+                }
+
+                if (next >= active.Count)
+                {
+                    next = 0;
+                }
+
+                ActiveRun current = active[next];
+                if (Advance(current))
+                {
+                    next++;
+                }
+                else
+                {
+                    current.Dispose();
+                    active.RemoveAt(next);
+                }
+            }
+        }
+        finally
+        {
+            foreach (ActiveRun run in active)
+            {
+                _logger.LogInformation("Request {RequestId} stopped after {CompletedSteps}/{TotalSteps} steps: the server is stopping", run.Job.RequestId, run.Run.CompletedSteps, run.Run.TotalSteps);
+                run.Job.Complete(new OperationCanceledException("the server is stopping"));
+                run.Dispose();
+            }
+        }
+    }
+
+    private void Admit(VQDiffusionPipeline pipeline, GenerationJob job, List<ActiveRun> active)
+    {
+        using var scope = _logger.BeginScope("RequestId:{RequestId}", job.RequestId);
         TimeSpan queueWait = job.SinceAccepted.Elapsed;
         if (job.CancellationToken.IsCancellationRequested)
         {
@@ -85,51 +130,12 @@ public sealed class GenerationWorker : BackgroundService
         GenerationRequest request = job.Request;
         try
         {
-            using DenoisingRun run = pipeline.Start(request, _limits);
+            DenoisingRun run = pipeline.Start(request, _limits);
             job.Post(new StartedEvent(run.Seed, run.Timesteps, queueWait));
             _logger.LogInformation(
-                "Request {RequestId} started after {QueueWaitMs:F0} ms in queue: {PromptCount} prompt(s) x {ImagesPerPrompt}, {Steps} steps, guidance {GuidanceScale}, truncation {TruncationRate}, seed {Seed}",
-                job.RequestId, queueWait.TotalMilliseconds, request.Prompts.Count, request.NumImagesPerPrompt, request.NumInferenceSteps, request.GuidanceScale, request.TruncationRate, run.Seed);
-
-            TimeSpan stepsTotal = TimeSpan.Zero;
-            while (!run.IsDone)
-            {
-                if (job.CancellationToken.IsCancellationRequested)
-                {
-                    _logger.LogInformation("Request {RequestId} cancelled after {CompletedSteps}/{TotalSteps} steps", job.RequestId, run.CompletedSteps, run.TotalSteps);
-                    job.Complete(new OperationCanceledException(job.CancellationToken));
-                    return;
-                }
-
-                long before = Stopwatch.GetTimestamp();
-                StepContext step = run.Step();
-                TimeSpan stepTime = Stopwatch.GetElapsedTime(before);
-                stepsTotal += stepTime;
-                _logger.LogDebug("Request {RequestId} step {CompletedSteps}/{TotalSteps} t={Timestep} in {StepMs:F1} ms", job.RequestId, step.CompletedSteps, step.TotalSteps, step.Timestep, stepTime.TotalMilliseconds);
-                job.Post(new ProgressEvent(step.CompletedSteps, step.TotalSteps, step.Timestep, clock.Elapsed));
-                if (job.Snapshots.IsDue(step.CompletedSteps, step.TotalSteps))
-                {
-                    PostSnapshots(job, step);
-                }
-            }
-
-            long decodeStart = Stopwatch.GetTimestamp();
-            IReadOnlyList<GeneratedImage> images = run.Decode();
-            string mime = ImageEncoder.MimeType(job.ImageFormat);
-            var encoded = images.Select(image => new ImageEvent(
-                image.Index, image.PromptIndex, ImageEncoder.Encode(image, job.ImageFormat, job.ImageQuality), mime, image.Width, image.Height, run.Seed)).ToList();
-            TimeSpan decodeTime = Stopwatch.GetElapsedTime(decodeStart);
-            foreach (ImageEvent image in encoded)
-            {
-                job.Post(image);
-            }
-
-            var completed = new CompletedEvent(queueWait, clock.Elapsed, stepsTotal / run.TotalSteps, decodeTime, encoded.Count);
-            job.Post(completed);
-            job.Complete();
-            _logger.LogInformation(
-                "Request {RequestId} completed: {ImageCount} image(s) in {TotalMs:F0} ms (queue {QueueWaitMs:F0} ms, mean step {MeanStepMs:F1} ms, decode+encode {DecodeMs:F0} ms)",
-                job.RequestId, encoded.Count, clock.Elapsed.TotalMilliseconds, queueWait.TotalMilliseconds, completed.MeanStepTime.TotalMilliseconds, decodeTime.TotalMilliseconds);
+                "Request {RequestId} started after {QueueWaitMs:F0} ms in queue ({ActiveRuns} active): {PromptCount} prompt(s) x {ImagesPerPrompt}, {Steps} steps, guidance {GuidanceScale}, truncation {TruncationRate}, seed {Seed}",
+                job.RequestId, queueWait.TotalMilliseconds, active.Count + 1, request.Prompts.Count, request.NumImagesPerPrompt, request.NumInferenceSteps, request.GuidanceScale, request.TruncationRate, run.Seed);
+            active.Add(new ActiveRun(job, run, clock, queueWait));
         }
         catch (GenerationArgumentException ex)
         {
@@ -138,9 +144,74 @@ public sealed class GenerationWorker : BackgroundService
         }
         catch (Exception ex)
         {
-            _logger.LogError(ex, "Request {RequestId} failed inside the model after {ElapsedMs:F0} ms", job.RequestId, clock.Elapsed.TotalMilliseconds);
+            _logger.LogError(ex, "Request {RequestId} failed inside the model while starting", job.RequestId);
             job.Complete(new GenerationFailedException(job.RequestId, ex));
         }
+    }
+
+    /// <summary>One step of <paramref name="active"/> (or its end); false when the run has left the active set.</summary>
+    private bool Advance(ActiveRun active)
+    {
+        GenerationJob job = active.Job;
+        DenoisingRun run = active.Run;
+        using var scope = _logger.BeginScope("RequestId:{RequestId}", job.RequestId);
+        try
+        {
+            if (job.CancellationToken.IsCancellationRequested)
+            {
+                _logger.LogInformation("Request {RequestId} cancelled after {CompletedSteps}/{TotalSteps} steps", job.RequestId, run.CompletedSteps, run.TotalSteps);
+                job.Complete(new OperationCanceledException(job.CancellationToken));
+                return false;
+            }
+
+            long before = Stopwatch.GetTimestamp();
+            StepContext step = run.Step();
+            TimeSpan stepTime = Stopwatch.GetElapsedTime(before);
+            active.StepsTotal += stepTime;
+            _logger.LogDebug("Request {RequestId} step {CompletedSteps}/{TotalSteps} t={Timestep} in {StepMs:F1} ms", job.RequestId, step.CompletedSteps, step.TotalSteps, step.Timestep, stepTime.TotalMilliseconds);
+            job.Post(new ProgressEvent(step.CompletedSteps, step.TotalSteps, step.Timestep, active.Clock.Elapsed));
+            if (job.Snapshots.IsDue(step.CompletedSteps, step.TotalSteps))
+            {
+                PostSnapshots(job, step);
+            }
+
+            if (!run.IsDone)
+            {
+                return true;
+            }
+
+            Finish(active);
+            return false;
+        }
+        catch (Exception ex)
+        {
+            _logger.LogError(ex, "Request {RequestId} failed inside the model after {ElapsedMs:F0} ms", job.RequestId, active.Clock.Elapsed.TotalMilliseconds);
+            job.Complete(new GenerationFailedException(job.RequestId, ex));
+            return false;
+        }
+    }
+
+    private void Finish(ActiveRun active)
+    {
+        GenerationJob job = active.Job;
+        DenoisingRun run = active.Run;
+        long decodeStart = Stopwatch.GetTimestamp();
+        IReadOnlyList<GeneratedImage> images = run.Decode();
+        string mime = ImageEncoder.MimeType(job.ImageFormat);
+        var encoded = images.Select(image => new ImageEvent(
+            image.Index, image.PromptIndex, ImageEncoder.Encode(image, job.ImageFormat, job.ImageQuality), mime, image.Width, image.Height, run.Seed)).ToList();
+        TimeSpan decodeTime = Stopwatch.GetElapsedTime(decodeStart);
+        foreach (ImageEvent image in encoded)
+        {
+            job.Post(image);
+        }
+
+        var completed = new CompletedEvent(active.QueueWait, active.Clock.Elapsed, active.StepsTotal / run.TotalSteps, decodeTime, encoded.Count);
+        job.Post(completed);
+        job.Complete();
+        _logger.LogInformation(
+            "Request {RequestId} completed: {ImageCount} image(s) in {TotalMs:F0} ms (queue {QueueWaitMs:F0} ms, mean step {MeanStepMs:F1} ms, decode+encode {DecodeMs:F0} ms)",
+            job.RequestId, encoded.Count, active.Clock.Elapsed.TotalMilliseconds, active.QueueWait.TotalMilliseconds, completed.MeanStepTime.TotalMilliseconds, decodeTime.TotalMilliseconds);
     }
 
     private static void PostSnapshots(GenerationJob job, StepContext step)
@@ -178,5 +249,21 @@ public sealed class GenerationWorker : BackgroundService
                 preview,
                 s.IncludePreview ? ImageEncoder.MimeType(s.PreviewFormat) : null));
         }
+    }
+
+    /// <summary>A job being denoised: its run, clock and time spent in steps.</summary>
+    private sealed class ActiveRun(GenerationJob job, DenoisingRun run, Stopwatch clock, TimeSpan queueWait) : IDisposable
+    {
+        public GenerationJob Job { get; } = job;
+
+        public DenoisingRun Run { get; } = run;
+
+        public Stopwatch Clock { get; } = clock;
+
+        public TimeSpan QueueWait { get; } = queueWait;
+
+        public TimeSpan StepsTotal { get; set; }
+
+        public void Dispose() => Run.Dispose();
     }
 }

@@ -1,7 +1,10 @@
+using System.Diagnostics;
 using System.Globalization;
 using Microsoft.Extensions.Options;
 using TorchSharp;
+using VqDiffusion.Model.Imaging;
 using VqDiffusion.Model.Pipelines;
+using VqDiffusion.Model.Runtime;
 using VqDiffusion.Server.Options;
 
 namespace VqDiffusion.Server.Services;
@@ -25,10 +28,12 @@ public sealed class ModelHost : IHostedService, IDisposable
     private readonly IModelLoadGate _gate;
     private readonly CancellationTokenSource _stopping = new();
     private readonly TaskCompletionSource<VQDiffusionPipeline> _loaded = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly ModelThread _modelThread;
     private VQDiffusionPipeline? _pipeline;
 
-    public ModelHost(IOptions<ModelOptions> options, ILogger<ModelHost> logger, IModelLoadGate gate)
+    public ModelHost(IOptions<ModelOptions> options, ILogger<ModelHost> logger, IModelLoadGate gate, ModelThread modelThread)
     {
+        _modelThread = modelThread;
         _options = options.Value;
         _logger = logger;
         _gate = gate;
@@ -76,7 +81,7 @@ public sealed class ModelHost : IHostedService, IDisposable
             return;
         }
 
-        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var clock = Stopwatch.StartNew();
         try
         {
             var load = new PipelineLoadOptions
@@ -86,11 +91,29 @@ public sealed class ModelHost : IHostedService, IDisposable
                 Variant = string.IsNullOrWhiteSpace(_options.Variant) ? null : _options.Variant,
             };
             _logger.LogInformation("Loading model from {ModelPath} on {Device} as {DType}", ModelPath, _options.Device, _options.DType);
-            _pipeline = VQDiffusionPipeline.FromPretrained(ModelPath, load);
+            // Loaded and warmed up on the model thread, where every request will run.
+            (_pipeline, TimeSpan warmUp) = await _modelThread.Post(() =>
+            {
+                VQDiffusionPipeline pipeline = VQDiffusionPipeline.FromPretrained(ModelPath, load);
+                try
+                {
+                    var warm = Stopwatch.StartNew();
+                    GenerationResult result = pipeline.WarmUp();
+                    _ = ImageEncoder.Encode(result.Images[0], ImageFormat.Png, ImageEncoder.DefaultQuality);
+                    return (pipeline, warm.Elapsed);
+                }
+                catch
+                {
+                    pipeline.Dispose();
+                    throw;
+                }
+            }).ConfigureAwait(false);
             State = ModelState.Ready;
             _logger.LogInformation(
-                "Model ready in {LoadSeconds:F1} s: latent grid {LatentHeight}x{LatentWidth}, {NumCodes} codes, images {ImageWidth}x{ImageHeight}",
-                clock.Elapsed.TotalSeconds, _pipeline.transformer.Height, _pipeline.transformer.Width, _pipeline.transformer.NumVectorEmbeds - 1, _pipeline.ImageWidth, _pipeline.ImageHeight);
+                "Model ready {ReadySeconds:F1} s after process start (load {LoadSeconds:F1} s, warm-up generation {WarmUpSeconds:F1} s, peak RSS {PeakRssMiB:F0} MiB, model thread: {ModelThread}): latent grid {LatentHeight}x{LatentWidth}, {NumCodes} codes, images {ImageWidth}x{ImageHeight}",
+                (DateTime.Now - Process.GetCurrentProcess().StartTime).TotalSeconds, (clock.Elapsed - warmUp).TotalSeconds, warmUp.TotalSeconds, PeakRssMiB(),
+                _modelThread.OnMainThread ? "main" : "dedicated",
+                _pipeline.transformer.Height, _pipeline.transformer.Width, _pipeline.transformer.NumVectorEmbeds - 1, _pipeline.ImageWidth, _pipeline.ImageHeight);
             _loaded.TrySetResult(_pipeline);
         }
         catch (Exception ex)
@@ -100,6 +123,25 @@ public sealed class ModelHost : IHostedService, IDisposable
             _logger.LogCritical(ex, "Loading the model from {ModelPath} failed: {Reason}", ModelPath, ex.Message);
             _loaded.TrySetException(ex);
         }
+    }
+
+    private static double PeakRssMiB()
+    {
+        try
+        {
+            foreach (string line in File.ReadLines("/proc/self/status"))
+            {
+                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                {
+                    return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024.0;
+                }
+            }
+        }
+        catch (IOException)
+        {
+        }
+
+        return double.NaN;
     }
 
     private static torch.ScalarType ParseDType(string value) =>
@@ -116,6 +158,9 @@ public sealed class ModelHost : IHostedService, IDisposable
     public void Dispose()
     {
         _stopping.Dispose();
+
+        // The pipeline goes only after the model thread has finished everything queued on it.
+        _modelThread.Dispose();
         _pipeline?.Dispose();
     }
 }

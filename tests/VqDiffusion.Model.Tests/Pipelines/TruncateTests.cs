@@ -1,0 +1,98 @@
+using TorchSharp;
+using VqDiffusion.Model.Pipelines;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace VqDiffusion.Model.Tests.Pipelines;
+
+/// <summary>
+/// The sort-along-rows, scatter-back <see cref="VQDiffusionPipeline.Truncate"/> against diffusers' formulation
+/// (sort along the class axis, cumsum, <c>gather(argsort(indices))</c>), bit for bit, on random inputs with and
+/// without ties. The golden comparison with diffusers itself is in <see cref="VQDiffusionPipelineTests"/>.
+/// </summary>
+public sealed class TruncateTests
+{
+    private readonly ITestOutputHelper _output;
+
+    public TruncateTests(ITestOutputHelper output) => _output = output;
+
+    public static TheoryData<int, int, int, float, float, bool> Cases() => new()
+    {
+        // batch, classes, pixels, logit scale, rate, quantised logits (many exact ties)
+        { 2, 257, 64, 3f, 1.0f, false },
+        { 2, 257, 64, 3f, 0.86f, false },
+        { 1, 4096, 32, 4f, 0.86f, false },
+        { 1, 4096, 32, 4f, 1.0f, false },
+        { 3, 100, 16, 1f, 0.5f, true },
+        { 3, 100, 16, 1f, 0.9f, true },
+        { 2, 64, 40, 0f, 0.5f, false },      // all classes equal: every row one big tie
+        { 2, 64, 40, 0f, 1.0f, false },
+        { 2, 500, 20, 8f, 0.0001f, false },
+        { 2, 500, 20, 8f, 0.9999999f, true },
+        { 1, 33, 9, 2f, 0.3f, true },
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void EqualsTheArgsortFormulation(int batch, int classes, int pixels, float scale, float rate, bool quantised)
+    {
+        using var scope = NewDisposeScope();
+        var generator = new torch.Generator(1234 + (ulong)classes, CPU);
+        Tensor logits = randn([batch, classes, pixels], generator: generator) * scale;
+        if (quantised)
+        {
+            logits = (logits * 2).round() / 2;
+        }
+
+        Tensor logP = logits.log_softmax(1);
+        Tensor expected = Reference(logP, rate);
+        Tensor actual = VQDiffusionPipeline.Truncate(logP, rate);
+
+        Assert.Equal(expected.shape, actual.shape);
+        Assert.True(actual.is_contiguous());
+        long dropped = expected.isneginf().sum().item<long>();
+        _output.WriteLine($"[{batch}, {classes}, {pixels}] rate {rate}: {dropped} of {logP.numel()} dropped");
+        Assert.True(Same(expected.isneginf(), actual.isneginf()), "the -inf pattern differs");
+        Tensor kept = expected.isfinite();
+        Assert.True(Same(expected.masked_select(kept), actual.masked_select(kept)), "kept values differ");
+        Assert.True(actual.isfinite().any(1).all().item<bool>(), "every pixel keeps at least one class");
+    }
+
+    [Fact]
+    public void RandomRatesMatchTheArgsortFormulation()
+    {
+        using var scope = NewDisposeScope();
+        var generator = new torch.Generator(7, CPU);
+        var rng = new Random(7);
+        for (int i = 0; i < 20; i++)
+        {
+            Tensor logits = randn([2, 300, 24], generator: generator) * (float)(rng.NextDouble() * 6);
+            if (i % 2 == 0)
+            {
+                logits = logits.round();
+            }
+
+            Tensor logP = logits.log_softmax(1);
+            float rate = i == 0 ? 1.0f : (float)rng.NextDouble();
+            rate = Math.Max(rate, 1e-6f);
+            Tensor expected = Reference(logP, rate);
+            Tensor actual = VQDiffusionPipeline.Truncate(logP, rate);
+            Assert.True(Same(expected.isneginf(), actual.isneginf()), $"rate {rate}: the -inf pattern differs");
+            Tensor kept = expected.isfinite();
+            Assert.True(Same(expected.masked_select(kept), actual.masked_select(kept)), $"rate {rate}: kept values differ");
+        }
+    }
+
+    private static bool Same(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();
+
+    /// <summary>diffusers' <c>VQDiffusionPipeline.truncate</c>, literally.</summary>
+    private static Tensor Reference(Tensor logPx0, float truncationRate)
+    {
+        var (sortedLogPx0, indices) = logPx0.sort(1, descending: true);
+        Tensor keepMask = sortedLogPx0.exp().cumsum(1).lt(truncationRate);
+        Tensor allTrue = ones_like(keepMask[.., 0..1, ..]);
+        keepMask = cat([allTrue, keepMask], 1)[.., ..^1, ..];
+        keepMask = keepMask.gather(1, indices.argsort(1));
+        return logPx0.masked_fill(keepMask.logical_not(), float.NegativeInfinity);
+    }
+}
