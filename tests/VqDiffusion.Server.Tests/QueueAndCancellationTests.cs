@@ -23,6 +23,7 @@ public sealed class QueueAndCancellationTests
     [
         $"--Model:Path={Fixtures.TinyModel}",
         $"--Generation:MaxQueueLength={maxQueueLength}",
+        "--Generation:MaxActiveRuns=1", // one run at a time: the queue's behaviour on its own (interleaving: InterleavingTests)
         "--Generation:MaxImagesPerPrompt=64",
         "--Generation:MaxBatchSize=128",
     ];

@@ -23,9 +23,17 @@ public sealed class GenerationWorker : BackgroundService
     private readonly ILogger<GenerationWorker> _logger;
     private readonly GenerationLimits _limits;
     private readonly int _maxActiveRuns;
+    private readonly IGenerationStepHook[] _hooks;
 
-    public GenerationWorker(GenerationQueue queue, ModelHost model, ModelThread modelThread, IOptions<GenerationOptions> options, ILogger<GenerationWorker> logger)
+    public GenerationWorker(
+        GenerationQueue queue,
+        ModelHost model,
+        ModelThread modelThread,
+        IOptions<GenerationOptions> options,
+        ILogger<GenerationWorker> logger,
+        IEnumerable<IGenerationStepHook> hooks)
     {
+        _hooks = hooks.ToArray();
         _queue = queue;
         _model = model;
         _modelThread = modelThread;
@@ -162,6 +170,11 @@ public sealed class GenerationWorker : BackgroundService
                 _logger.LogInformation("Request {RequestId} cancelled after {CompletedSteps}/{TotalSteps} steps", job.RequestId, run.CompletedSteps, run.TotalSteps);
                 job.Complete(new OperationCanceledException(job.CancellationToken));
                 return false;
+            }
+
+            foreach (IGenerationStepHook hook in _hooks)
+            {
+                hook.BeforeStep(job.RequestId, run.CompletedSteps, run.TotalSteps);
             }
 
             long before = Stopwatch.GetTimestamp();

@@ -40,7 +40,7 @@ public sealed class RunningServer : IAsyncDisposable
     public IServiceProvider Services => _app.Services;
 
     /// <summary>Starts a server; <paramref name="settings"/> are <c>--Key=Value</c> command-line settings.</summary>
-    public static async Task<RunningServer> StartAsync(IEnumerable<string>? settings = null, IModelLoadGate? gate = null, bool waitForModel = true)
+    public static async Task<RunningServer> StartAsync(IEnumerable<string>? settings = null, IModelLoadGate? gate = null, bool waitForModel = true, Action<IServiceCollection>? configure = null)
     {
         var args = new List<string>
         {
@@ -59,6 +59,7 @@ public sealed class RunningServer : IAsyncDisposable
             builder.Services.AddSingleton(gate);
         }
 
+        configure?.Invoke(builder.Services);
         WebApplication app = ServerApp.Build(builder);
         await app.StartAsync().ConfigureAwait(false);
         string address = app.Urls.Single();
