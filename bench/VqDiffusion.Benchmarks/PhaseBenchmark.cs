@@ -55,6 +55,7 @@ internal static class PhaseBenchmark
                 var sw = Stopwatch.StartNew();
                 using (DenoisingRun run = pipeline.Start(Request(rate)))
                 {
+                    run.TrackPredictedX0 = false; // as the server runs a request without previews
                     while (!run.IsDone)
                     {
                         phases.Add(run.Step().Phases);

@@ -27,6 +27,8 @@ switch (command)
             ulong.Parse(ArgValue("--seed") ?? "0", System.Globalization.CultureInfo.InvariantCulture));
     case "phases":
         return await VqDiffusion.Benchmarks.PhaseBenchmark.RunAsync(repo, args);
+    case "micro":
+        return VqDiffusion.Benchmarks.MicroBenchmark.Run(IntArg("--classes") ?? 4096, IntArg("--pixels") ?? 1024);
     case "service":
         break;
     default:

@@ -44,6 +44,12 @@ public sealed class DenoisingRun : IDisposable
 
     public bool IsDone => CompletedSteps == _timesteps.Length;
 
+    /// <summary>
+    /// Whether each step keeps the argmax of its predicted x0, which <see cref="StepContext.Preview"/> needs
+    /// (default true). A server turns it off for requests without previews (one argmax over the classes less per step).
+    /// </summary>
+    public bool TrackPredictedX0 { get; set; } = true;
+
     public int BatchSize => Request.BatchSize;
 
     public int LatentHeight => _pipeline.transformer.Height;
@@ -91,13 +97,15 @@ public sealed class DenoisingRun : IDisposable
             t4 = Stopwatch.GetTimestamp();
             Tensor next = _pipeline.scheduler.Step(modelOutput, t, _sample, _generator);
 
-            // What a preview needs of this step: the most likely x0 of every position.
-            Tensor x0 = modelOutput.argmax(1);
-
             _sample.Dispose();
             _sample = next.MoveToOuterDisposeScope();
             _predictedX0?.Dispose();
-            _predictedX0 = x0.MoveToOuterDisposeScope();
+            _predictedX0 = null;
+            if (TrackPredictedX0)
+            {
+                // What a preview needs of this step: the most likely x0 of every position.
+                _predictedX0 = modelOutput.argmax(1).MoveToOuterDisposeScope();
+            }
         }
 
         long t5 = Stopwatch.GetTimestamp();
@@ -141,7 +149,9 @@ public sealed class DenoisingRun : IDisposable
 
         if (_predictedX0 is null)
         {
-            throw new InvalidOperationException("A preview needs at least one completed step.");
+            throw new InvalidOperationException(TrackPredictedX0
+                ? "A preview needs at least one completed step."
+                : "Previews need TrackPredictedX0 on before the step.");
         }
 
         using (no_grad())

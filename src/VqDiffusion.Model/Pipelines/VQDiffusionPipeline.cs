@@ -407,11 +407,47 @@ public sealed class VQDiffusionPipeline : IDisposable
     /// </summary>
     /// <remarks>
     /// The same decisions as diffusers' sort → cumsum → <c>gather(argsort(indices))</c>, at a fraction of the
-    /// cost: the classes are sorted along a contiguous axis (a transposed copy), and the kept values are
-    /// scattered back through the sort indices instead of inverting the permutation with a second sort.
-    /// Ties keep libtorch's sort order, as in diffusers.
+    /// cost: on the CPU in float32, <see cref="TruncationKernel"/> finds each pixel's cut from its sorted
+    /// probabilities alone, and only pixels where tied classes straddle the cut go through libtorch's sort
+    /// (<see cref="TruncateBySort"/>), whose tie order decides there, as in diffusers.
     /// </remarks>
     public static Tensor Truncate(Tensor logPx0, float truncationRate)
+    {
+        if (logPx0.device_type != DeviceType.CPU || logPx0.dtype != ScalarType.Float32 || logPx0.dim() != 3)
+        {
+            return TruncateBySort(logPx0, truncationRate);
+        }
+
+        using var scope = NewDisposeScope();
+        Tensor input = logPx0.contiguous();
+        Tensor probabilities = input.exp();
+        float[] thresholds = TruncationKernel.Thresholds(probabilities, truncationRate);
+        long batch = input.shape[0];
+        long pixels = input.shape[2];
+        Tensor threshold = tensor(thresholds, [batch, 1, pixels]);
+        Tensor result = input.masked_fill(probabilities.lt(threshold), float.NegativeInfinity);
+
+        // Pixels where the order of tied classes decides: libtorch's sort, as diffusers.
+        for (int i = 0; i < thresholds.Length; i++)
+        {
+            if (float.IsNaN(thresholds[i]))
+            {
+                long b = i / pixels;
+                long n = i % pixels;
+                Tensor column = input[b, .., n].reshape(1, -1, 1);
+                result[b, .., n] = TruncateBySort(column, truncationRate).reshape(-1);
+            }
+        }
+
+        return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// <see cref="Truncate"/> by sorting, any device or dtype: the classes sorted along a contiguous axis (a
+    /// transposed copy), the kept values scattered back through the sort indices (no second sort to invert the
+    /// permutation). Ties keep libtorch's sort order, as in diffusers.
+    /// </summary>
+    public static Tensor TruncateBySort(Tensor logPx0, float truncationRate)
     {
         using var scope = NewDisposeScope();
 

@@ -120,7 +120,22 @@ public sealed class VQDiffusionScheduler : IDisposable
         return result.MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// diffusers' <c>index_to_log_onehot</c>: <c>log(clamp(one_hot(x).permute(0, 2, 1).float(), 1e-30))</c>, built
+    /// without the int64 one-hot: log(1) = 0 at each sample's class, log(1e-30) everywhere else (computed by the
+    /// same vectorised libtorch log as the reference, so the values are the same bits).
+    /// </summary>
     internal static Tensor IndexToLogOnehot(Tensor x, int numClasses)
+    {
+        using var scope = NewDisposeScope();
+        float logTiny = full(64, 1e-30f, float32).log()[0].item<float>();
+        Tensor result = full([x.shape[0], numClasses, x.shape[1]], logTiny, float32, x.device);
+        result.scatter_(1, x.unsqueeze(1), zeros(1, dtype: float32, device: x.device).expand(x.shape[0], 1, x.shape[1]));
+        return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The literal diffusers formulation of <see cref="IndexToLogOnehot"/> (kept for the tests).</summary>
+    internal static Tensor IndexToLogOnehotReference(Tensor x, int numClasses)
     {
         using var onehot = nn.functional.one_hot(x, numClasses);
         using var permuted = onehot.permute(0, 2, 1);

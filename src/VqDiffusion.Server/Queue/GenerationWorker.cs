@@ -139,6 +139,7 @@ public sealed class GenerationWorker : BackgroundService
         try
         {
             DenoisingRun run = pipeline.Start(request, _limits);
+            run.TrackPredictedX0 = job.Snapshots.IncludePreview;
             job.Post(new StartedEvent(run.Seed, run.Timesteps, queueWait));
             _logger.LogInformation(
                 "Request {RequestId} started after {QueueWaitMs:F0} ms in queue ({ActiveRuns} active): {PromptCount} prompt(s) x {ImagesPerPrompt}, {Steps} steps, guidance {GuidanceScale}, truncation {TruncationRate}, seed {Seed}",

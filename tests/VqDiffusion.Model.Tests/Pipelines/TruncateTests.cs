@@ -83,6 +83,30 @@ public sealed class TruncateTests
         }
     }
 
+    [Fact]
+    public void OnlyTiesStraddlingTheCutGoThroughTheSort()
+    {
+        using var scope = NewDisposeScope();
+        var generator = new torch.Generator(3, CPU);
+
+        // Distinct probabilities: every pixel's cut comes from the kernel.
+        Tensor distinct = (randn([2, 512, 48], generator: generator) * 3).log_softmax(1).exp();
+        float[] thresholds = TruncationKernel.Thresholds(distinct, 0.86f);
+        Assert.DoesNotContain(thresholds, float.IsNaN);
+
+        // Uniform rows: at rate 0.5 the cut falls inside the one tie group (the sort decides); at rate 1.0 the
+        // partial sums of 1/64 reach 1.0 only at the last class: the cut is after the whole group, keep p >= 1/64.
+        Tensor uniform = zeros([1, 64, 8]).log_softmax(1).exp();
+        Assert.All(TruncationKernel.Thresholds(uniform, 0.5f), t => Assert.True(float.IsNaN(t)));
+        Assert.All(TruncationKernel.Thresholds(uniform, 1.0f), t => Assert.Equal(1f / 64, t));
+
+        // A tie group entirely kept: two classes of 0.3 and the rest small, rate 0.5 → the cut is after both.
+        Tensor p = full([1, 10, 1], 0.05f);
+        p[0, 0, 0] = tensor(0.3f);
+        p[0, 1, 0] = tensor(0.3f);
+        Assert.Equal(0.3f, TruncationKernel.Thresholds(p, 0.5f)[0]);
+    }
+
     private static bool Same(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();
 
     /// <summary>diffusers' <c>VQDiffusionPipeline.truncate</c>, literally.</summary>

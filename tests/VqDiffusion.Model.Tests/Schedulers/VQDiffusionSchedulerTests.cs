@@ -107,4 +107,20 @@ public sealed class VQDiffusionSchedulerTests
     {
         Assert.Throws<ArgumentException>(() => new VQDiffusionScheduler(new VQDiffusionSchedulerConfig()));
     }
+
+    [Theory]
+    [InlineData(1, 65, 64)]
+    [InlineData(3, 4097, 100)]
+    [InlineData(2, 7, 9)]
+    public void IndexToLogOnehotEqualsTheOneHotFormulationBitForBit(int batch, int classes, int pixels)
+    {
+        using var scope = torch.NewDisposeScope();
+        var generator = new torch.Generator(5, torch.CPU);
+        torch.Tensor x = torch.randint(0, classes, [batch, pixels], generator: generator);
+        torch.Tensor expected = VQDiffusionScheduler.IndexToLogOnehotReference(x, classes);
+        torch.Tensor actual = VQDiffusionScheduler.IndexToLogOnehot(x, classes);
+        Assert.Equal(expected.shape, actual.shape);
+        Assert.True(expected.eq(actual).all().item<bool>());
+        Assert.Equal(batch * pixels, actual.eq(0).sum().item<long>());
+    }
 }
