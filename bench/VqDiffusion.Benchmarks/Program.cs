@@ -27,12 +27,14 @@ switch (command)
             ulong.Parse(ArgValue("--seed") ?? "0", System.Globalization.CultureInfo.InvariantCulture));
     case "phases":
         return await VqDiffusion.Benchmarks.PhaseBenchmark.RunAsync(repo, args);
+    case "concurrency":
+        return await VqDiffusion.Benchmarks.ConcurrencyBenchmark.RunAsync(repo, args);
     case "micro":
         return VqDiffusion.Benchmarks.MicroBenchmark.Run(IntArg("--classes") ?? 4096, IntArg("--pixels") ?? 1024);
     case "service":
         break;
     default:
-        Console.Error.WriteLine($"unknown command '{command}': service (default), make-model, phases");
+        Console.Error.WriteLine($"unknown command '{command}': service (default), make-model, phases, concurrency, micro");
         return 2;
 }
 

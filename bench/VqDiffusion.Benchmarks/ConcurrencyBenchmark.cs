@@ -1,0 +1,183 @@
+using System.Diagnostics;
+using System.Globalization;
+using Grpc.Core;
+using Grpc.Net.Client;
+using VqDiffusion.Grpc.V1;
+
+namespace VqDiffusion.Benchmarks;
+
+/// <summary>
+/// Concurrency figures against the server as its own process (never pass/fail): a short request arriving behind a
+/// long one, with one active run at a time and with interleaving; throughput of 1, 4 and 8 concurrent requests.
+/// </summary>
+internal static class ConcurrencyBenchmark
+{
+    public static async Task<int> RunAsync(string repo, string[] args)
+    {
+        string model = Arg(args, "--model") ?? Path.Combine(repo, "models", "tiny-ithq");
+        int longSteps = int.Parse(Arg(args, "--long-steps") ?? "100", CultureInfo.InvariantCulture);
+        int shortSteps = int.Parse(Arg(args, "--short-steps") ?? "10", CultureInfo.InvariantCulture);
+        int longImages = int.Parse(Arg(args, "--long-images") ?? "1", CultureInfo.InvariantCulture);
+        int[] concurrency = (Arg(args, "--concurrency") ?? "1,4,8").Split(',').Select(int.Parse).ToArray();
+        Console.WriteLine($"model {model}; long request {longSteps} steps × {longImages} image(s), short {shortSteps} steps; guidance 5; {Environment.ProcessorCount} cores");
+        Console.WriteLine();
+        Console.WriteLine("| Generation:MaxActiveRuns | short: first progress after arrival (s) | short: completed after arrival (s) | long: completed (s from its start) | step time alone (s) |");
+        Console.WriteLine("|---|---|---|---|---|");
+        foreach (int active in new[] { 1, 4 })
+        {
+            await using var server = await ServerProcess.StartAsync(repo, model, $"--Generation:MaxActiveRuns={active}", "--Generation:MaxImagesPerPrompt=64", "--Generation:MaxBatchSize=64");
+            var client = server.Client;
+            GenerateRequest Long() => new() { Prompts = { "a landscape with a lake" }, NumInferenceSteps = longSteps, NumImagesPerPrompt = longImages, GuidanceScale = 5, Seed = 1 };
+            GenerateRequest Short() => new() { Prompts = { "a photo of a cat" }, NumInferenceSteps = shortSteps, GuidanceScale = 5, Seed = 2 };
+
+            // Step time alone: the short request on an idle server.
+            var alone = await TimedAsync(client, Short());
+            double stepAlone = alone.StepSeconds;
+
+            var longClock = Stopwatch.StartNew();
+            var longCall = client.Generate(Long());
+            var second = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var longDone = Task.Run(async () =>
+            {
+                try
+                {
+                    int progress = 0;
+                    await foreach (var e in longCall.ResponseStream.ReadAllAsync())
+                    {
+                        if (e.Progress is not null && ++progress == 2)
+                        {
+                            second.TrySetResult();
+                        }
+                    }
+
+                    return longClock.Elapsed.TotalSeconds;
+                }
+                finally
+                {
+                    second.TrySetResult();
+                }
+            });
+            await second.Task;
+
+            var shortResult = await TimedAsync(client, Short());
+            double longSeconds = await longDone;
+            longCall.Dispose();
+            Console.WriteLine($"| {active} | {shortResult.FirstProgressSeconds:F2} | {shortResult.TotalSeconds:F2} | {longSeconds:F2} | {stepAlone:F3} |");
+        }
+
+        Console.WriteLine();
+        Console.WriteLine("| concurrent requests (each " + shortSteps + " steps, 1 image) | wall (s) | images/min | mean time to first progress (s) |");
+        Console.WriteLine("|---|---|---|---|");
+        await using (var server = await ServerProcess.StartAsync(repo, model))
+        {
+            foreach (int n in concurrency)
+            {
+                var sw = Stopwatch.StartNew();
+                var results = await Task.WhenAll(Enumerable.Range(0, n).Select(i => TimedAsync(server.Client,
+                    new GenerateRequest { Prompts = { "a photo of a cat" }, NumInferenceSteps = shortSteps, GuidanceScale = 5, Seed = (ulong)i })));
+                double wall = sw.Elapsed.TotalSeconds;
+                Console.WriteLine($"| {n} | {wall:F2} | {n / wall * 60:F1} | {results.Average(r => r.FirstProgressSeconds):F2} |");
+            }
+        }
+
+        return 0;
+    }
+
+    private static async Task<(double FirstProgressSeconds, double TotalSeconds, double StepSeconds)> TimedAsync(VqDiffusionService.VqDiffusionServiceClient client, GenerateRequest request)
+    {
+        var sw = Stopwatch.StartNew();
+        double first = -1;
+        double last = 0;
+        int steps = 0;
+        using var call = client.Generate(request);
+        await foreach (var e in call.ResponseStream.ReadAllAsync())
+        {
+            if (e.Progress is not null)
+            {
+                steps++;
+                last = sw.Elapsed.TotalSeconds;
+                if (first < 0)
+                {
+                    first = last;
+                }
+            }
+        }
+
+        return (first, sw.Elapsed.TotalSeconds, steps > 1 ? (last - first) / (steps - 1) : last);
+    }
+
+    private static string? Arg(string[] args, string name)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+    }
+}
+
+/// <summary>The Release server as a separate process on a free loopback port, killed on dispose.</summary>
+internal sealed class ServerProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly GrpcChannel _channel;
+
+    private ServerProcess(Process process, GrpcChannel channel, double readySeconds)
+    {
+        _process = process;
+        _channel = channel;
+        Client = new VqDiffusionService.VqDiffusionServiceClient(channel);
+        ReadySeconds = readySeconds;
+    }
+
+    public VqDiffusionService.VqDiffusionServiceClient Client { get; }
+
+    public int Pid => _process.Id;
+
+    /// <summary>Seconds from process start to the model answering (SERVING, after the warm-up).</summary>
+    public double ReadySeconds { get; }
+
+    public static async Task<ServerProcess> StartAsync(string repo, string model, params string[] settings)
+    {
+        string serverDll = Path.Combine(repo, "src", "VqDiffusion.Server", "bin", "Release", "net10.0", "VqDiffusion.Server.dll");
+        int port = Ports.Free();
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in new[] { serverDll, "--urls", $"http://127.0.0.1:{port}", $"--Model:Path={model}", "--Logging:LogLevel:Default=Warning" }.Concat(settings))
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        var clock = Stopwatch.StartNew();
+        var process = Process.Start(psi)!;
+        process.OutputDataReceived += (_, _) => { };
+        process.ErrorDataReceived += (_, _) => { };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}", new GrpcChannelOptions { MaxReceiveMessageSize = 64 << 20 });
+        var client = new VqDiffusionService.VqDiffusionServiceClient(channel);
+        while (true)
+        {
+            if (process.HasExited)
+            {
+                throw new InvalidOperationException($"the server exited with code {process.ExitCode}");
+            }
+
+            try
+            {
+                await client.GetModelInfoAsync(new GetModelInfoRequest());
+                break;
+            }
+            catch (RpcException)
+            {
+                await Task.Delay(20);
+            }
+        }
+
+        return new ServerProcess(process, channel, clock.Elapsed.TotalSeconds);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _channel.Dispose();
+        _process.Kill(entireProcessTree: true);
+        await _process.WaitForExitAsync();
+        _process.Dispose();
+    }
+}
