@@ -60,6 +60,9 @@ public sealed class VQDiffusionScheduler : IDisposable
 
     public int NumTrainTimesteps => Config.NumTrainTimesteps;
 
+    /// <summary>Computes the transition log-probabilities with diffusers' elementwise formula (for the tests).</summary>
+    internal bool ElementwiseTransitions { get; set; }
+
     public Tensor log_at => _logAt;
 
     public Tensor log_bt => _logBt;
@@ -150,13 +153,27 @@ public sealed class VQDiffusionScheduler : IDisposable
         Tensor a = cumulative ? _logCumprodAt[t] : _logAt[t];
         Tensor b = cumulative ? _logCumprodBt[t] : _logBt[t];
         Tensor c = cumulative ? _logCumprodCt[t] : _logCt[t];
-
+        Tensor maskColumns = xT.eq(MaskClass).unsqueeze(1);
         Tensor? fromMasked = cumulative ? null : logOnehotXt[.., -1, ..].unsqueeze(1);
-        Tensor known = logOnehotXt[.., ..^1, ..];
-        Tensor logQt = (known + a).logaddexp(b);
 
-        Tensor maskClassMask = xT.eq(MaskClass).unsqueeze(1).expand(-1, NumEmbed - 1, -1);
-        logQt = where(maskClassMask, c, logQt);
+        Tensor logQt;
+        if (!ElementwiseTransitions && KnownClassValues(a, b) is (float hit, float miss))
+        {
+            // log_onehot(x_t) holds two values, so (log_onehot + a).logaddexp(b) does too: `hit` at x_t's
+            // class, `miss` elsewhere. Filled directly instead of two passes over [B, K-1, N].
+            long bsz = xT.shape[0];
+            long pixels = xT.shape[1];
+            logQt = full([bsz, NumEmbed - 1, pixels], miss, float32, xT.device);
+            Tensor rows = xT.masked_fill(maskColumns.squeeze(1), 0).unsqueeze(1);
+            logQt.scatter_(1, rows, full([bsz, 1, pixels], hit, float32, xT.device));
+            logQt.masked_fill_(maskColumns, c.item<float>());
+        }
+        else
+        {
+            Tensor known = logOnehotXt[.., ..^1, ..];
+            logQt = (known + a).logaddexp(b);
+            logQt = where(maskColumns.expand(-1, NumEmbed - 1, -1), c, logQt);
+        }
 
         if (fromMasked is not null)
         {
@@ -164,6 +181,33 @@ public sealed class VQDiffusionScheduler : IDisposable
         }
 
         return logQt.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// <c>(log_onehot + a).logaddexp(b)</c> for the two values of a log one-hot (0 and log 1e-30), computed by
+    /// libtorch's vectorised and scalar kernels; null when the two disagree in any bit, so that whichever kernel
+    /// a large tensor's element would meet gives these values (then the elementwise formula is used instead).
+    /// </summary>
+    private static (float Hit, float Miss)? KnownClassValues(Tensor a, Tensor b)
+    {
+        using var scope = NewDisposeScope();
+        float logTiny = full(64, 1e-30f, float32).log()[0].item<float>();
+        Tensor known = tensor(new[] { 0f, logTiny }, float32, a.device).repeat(32);
+        Tensor vectorised = (known + a).logaddexp(b).cpu();
+        Tensor scalarHit = (zeros(1, float32, a.device) + a).logaddexp(b).cpu();
+        Tensor scalarMiss = (full(1, logTiny, float32, a.device) + a).logaddexp(b).cpu();
+        float[] v = vectorised.data<float>().ToArray();
+        float hit = scalarHit.item<float>();
+        float miss = scalarMiss.item<float>();
+        for (int i = 0; i < v.Length; i += 2)
+        {
+            if (BitConverter.SingleToInt32Bits(v[i]) != BitConverter.SingleToInt32Bits(hit) || BitConverter.SingleToInt32Bits(v[i + 1]) != BitConverter.SingleToInt32Bits(miss))
+            {
+                return null;
+            }
+        }
+
+        return (hit, miss);
     }
 
     private Tensor ApplyCumulativeTransitions(Tensor q, long t)
@@ -181,15 +225,15 @@ public sealed class VQDiffusionScheduler : IDisposable
     private static Tensor GumbelNoised(Tensor logits, Generator? generator)
     {
         using var scope = NewDisposeScope();
-        Tensor uniform = rand(logits.shape, dtype: float32, device: CPU, generator: generator);
+        Tensor noise = rand(logits.shape, dtype: float32, device: CPU, generator: generator);
         if (logits.device_type != DeviceType.CPU)
         {
-            uniform = uniform.to(logits.device);
+            noise = noise.to(logits.device);
         }
 
-        Tensor gumbel = -(-(uniform + 1e-30).log() + 1e-30).log();
-        Tensor noised = gumbel + logits;
-        return noised.MoveToOuterDisposeScope();
+        // -log(-log(u + 1e-30) + 1e-30) + logits, in place: the same operations as diffusers, one buffer.
+        noise.add_(1e-30).log_().neg_().add_(1e-30).log_().neg_().add_(logits);
+        return noise.MoveToOuterDisposeScope();
     }
 
     private static Tensor LogTable(double[] values, Device device)

@@ -146,8 +146,12 @@ public sealed class Transformer2DModel : nn.Module
         ArgumentNullException.ThrowIfNull(logits);
         using var noGrad = torch.no_grad();
         using var scope = NewDisposeScope();
-        Tensor logP = nn.functional.log_softmax(logits.to(ScalarType.Float64), -1).to(ScalarType.Float32);
-        return logP.permute(0, 2, 1).contiguous().MoveToOuterDisposeScope();
+        Tensor logP = nn.functional.log_softmax(logits.to(ScalarType.Float64), -1);
+
+        // One pass: to float32 and to [B, classes, pixels].
+        Tensor output = empty([logP.shape[0], logP.shape[2], logP.shape[1]], ScalarType.Float32, logP.device);
+        output.copy_(logP.permute(0, 2, 1));
+        return output.MoveToOuterDisposeScope();
     }
 
     private static void Validate(Transformer2DModelConfig config)

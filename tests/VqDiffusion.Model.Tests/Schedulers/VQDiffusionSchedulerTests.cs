@@ -123,4 +123,26 @@ public sealed class VQDiffusionSchedulerTests
         Assert.True(expected.eq(actual).all().item<bool>());
         Assert.Equal(batch * pixels, actual.eq(0).sum().item<long>());
     }
+
+    [Theory]
+    [InlineData(65, 100, 64, 2)]
+    [InlineData(4097, 100, 256, 1)]
+    [InlineData(17, 10, 9, 3)]
+    public void QPosteriorWithFilledTransitionsEqualsTheElementwiseFormulaBitForBit(int classes, int steps, int pixels, int batch)
+    {
+        using var scope = torch.NewDisposeScope();
+        var config = new VQDiffusionSchedulerConfig { NumVecClasses = classes, NumTrainTimesteps = steps };
+        using var scheduler = new VQDiffusionScheduler(config);
+        using var reference = new VQDiffusionScheduler(config) { ElementwiseTransitions = true };
+        var generator = new torch.Generator(11, torch.CPU);
+        torch.Tensor logPx0 = (torch.randn([batch, classes - 1, pixels], generator: generator) * 3).log_softmax(1);
+        torch.Tensor xT = torch.randint(0, classes, [batch, pixels], generator: generator);
+        xT[.., ..(pixels / 3)] = torch.tensor(classes - 1L); // a third masked
+        foreach (long t in new long[] { 1, steps / 2, steps - 1 })
+        {
+            torch.Tensor expected = reference.QPosterior(logPx0, xT, t);
+            torch.Tensor actual = scheduler.QPosterior(logPx0, xT, t);
+            Assert.True(expected.eq(actual).logical_or(expected.isnan().logical_and(actual.isnan())).all().item<bool>(), $"t={t}: q_posterior differs");
+        }
+    }
 }
