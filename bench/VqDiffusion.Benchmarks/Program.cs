@@ -29,12 +29,14 @@ switch (command)
         return await VqDiffusion.Benchmarks.PhaseBenchmark.RunAsync(repo, args);
     case "concurrency":
         return await VqDiffusion.Benchmarks.ConcurrencyBenchmark.RunAsync(repo, args);
+    case "startup":
+        return await VqDiffusion.Benchmarks.StartupBenchmark.RunAsync(repo, args);
     case "micro":
         return VqDiffusion.Benchmarks.MicroBenchmark.Run(IntArg("--classes") ?? 4096, IntArg("--pixels") ?? 1024);
     case "service":
         break;
     default:
-        Console.Error.WriteLine($"unknown command '{command}': service (default), make-model, phases, concurrency, micro");
+        Console.Error.WriteLine($"unknown command '{command}': service (default), make-model, phases, concurrency, startup, micro");
         return 2;
 }
 
