@@ -14,11 +14,11 @@ internal static class ConcurrencyBenchmark
 {
     public static async Task<int> RunAsync(string repo, string[] args)
     {
-        string model = Arg(args, "--model") ?? Path.Combine(repo, "models", "tiny-ithq");
-        int longSteps = int.Parse(Arg(args, "--long-steps") ?? "100", CultureInfo.InvariantCulture);
-        int shortSteps = int.Parse(Arg(args, "--short-steps") ?? "10", CultureInfo.InvariantCulture);
-        int longImages = int.Parse(Arg(args, "--long-images") ?? "1", CultureInfo.InvariantCulture);
-        int[] concurrency = (Arg(args, "--concurrency") ?? "1,4,8").Split(',').Select(int.Parse).ToArray();
+        string model = BenchArgs.Value(args, "--model") ?? Path.Combine(repo, "models", "tiny-ithq");
+        int longSteps = int.Parse(BenchArgs.Value(args, "--long-steps") ?? "100", CultureInfo.InvariantCulture);
+        int shortSteps = int.Parse(BenchArgs.Value(args, "--short-steps") ?? "10", CultureInfo.InvariantCulture);
+        int longImages = int.Parse(BenchArgs.Value(args, "--long-images") ?? "1", CultureInfo.InvariantCulture);
+        int[] concurrency = (BenchArgs.Value(args, "--concurrency") ?? "1,4,8").Split(',').Select(int.Parse).ToArray();
         Console.WriteLine($"model {model}; long request {longSteps} steps × {longImages} image(s), short {shortSteps} steps; guidance 5; {Environment.ProcessorCount} cores");
         Console.WriteLine();
         Console.WriteLine("| Generation:MaxActiveRuns | short: first progress after arrival (s) | short: completed after arrival (s) | long: completed (s from its start) | step time alone (s) |");
@@ -83,7 +83,8 @@ internal static class ConcurrencyBenchmark
         return 0;
     }
 
-    private static async Task<(double FirstProgressSeconds, double TotalSeconds, double StepSeconds)> TimedAsync(VqDiffusionService.VqDiffusionServiceClient client, GenerateRequest request)
+    /// <summary>Runs one Generate to its end: seconds to the first progress, in all, and per step after the first.</summary>
+    internal static async Task<(double FirstProgressSeconds, double TotalSeconds, double StepSeconds)> TimedAsync(VqDiffusionService.VqDiffusionServiceClient client, GenerateRequest request)
     {
         var sw = Stopwatch.StartNew();
         double first = -1;
@@ -104,12 +105,6 @@ internal static class ConcurrencyBenchmark
         }
 
         return (first, sw.Elapsed.TotalSeconds, steps > 1 ? (last - first) / (steps - 1) : last);
-    }
-
-    private static string? Arg(string[] args, string name)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
     }
 }
 

@@ -20,15 +20,15 @@ internal static class PhaseBenchmark
 {
     public static async Task<int> RunAsync(string repo, string[] args)
     {
-        string model = Arg(args, "--model") ?? Path.Combine(repo, "models", "tiny-ithq");
-        int steps = int.Parse(Arg(args, "--steps") ?? "10", CultureInfo.InvariantCulture);
-        int repeats = int.Parse(Arg(args, "--repeats") ?? "3", CultureInfo.InvariantCulture);
-        string prompt = Arg(args, "--prompt") ?? "a teddy bear playing in the pool";
-        float[] rates = (Arg(args, "--truncation") ?? "1.0,0.86").Split(',').Select(s => float.Parse(s, CultureInfo.InvariantCulture)).ToArray();
-        bool grpc = Arg(args, "--grpc") != "off";
-        bool threads = Arg(args, "--new-thread") != "off";
+        string model = BenchArgs.Value(args, "--model") ?? Path.Combine(repo, "models", "tiny-ithq");
+        int steps = int.Parse(BenchArgs.Value(args, "--steps") ?? "10", CultureInfo.InvariantCulture);
+        int repeats = int.Parse(BenchArgs.Value(args, "--repeats") ?? "3", CultureInfo.InvariantCulture);
+        string prompt = BenchArgs.Value(args, "--prompt") ?? "a teddy bear playing in the pool";
+        float[] rates = (BenchArgs.Value(args, "--truncation") ?? "1.0,0.86").Split(',').Select(s => float.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+        bool grpc = BenchArgs.Value(args, "--grpc") != "off";
+        bool threads = BenchArgs.Value(args, "--new-thread") != "off";
 
-        bool tuned = Arg(args, "--malloc") != "default" && GlibcMalloc.Configure();
+        bool tuned = BenchArgs.Value(args, "--malloc") != "default" && GlibcMalloc.Configure();
         Console.WriteLine($"glibc malloc tuning: {(tuned ? "on (no mmap, no trim)" : "off (glibc defaults)")}; {Environment.ProcessorCount} cores; torch threads {get_num_threads()}");
         var load = Stopwatch.StartNew();
         using var pipeline = VQDiffusionPipeline.FromPretrained(model);
@@ -153,77 +153,35 @@ internal static class PhaseBenchmark
     private static async Task<(Dictionary<float, List<double>>, List<long>, List<double>, double)> OverGrpcAsync(
         string repo, string model, float[] rates, int repeats, string prompt, int steps)
     {
-        string serverDll = Path.Combine(repo, "src", "VqDiffusion.Server", "bin", "Release", "net10.0", "VqDiffusion.Server.dll");
         var times = new Dictionary<float, List<double>>();
         var faults = new List<long>();
         var rss = new List<double>();
-        int port = Ports.Free();
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string a in new[] { serverDll, "--urls", $"http://127.0.0.1:{port}", $"--Model:Path={model}", "--Logging:LogLevel:Default=Warning" })
+        await using var server = await ServerProcess.StartAsync(repo, model);
+        var client = server.Client;
+        foreach (float rate in rates)
         {
-            psi.ArgumentList.Add(a);
-        }
-
-        var started = Stopwatch.StartNew();
-        using var server = Process.Start(psi)!;
-        server.OutputDataReceived += (_, _) => { };
-        server.ErrorDataReceived += (_, _) => { };
-        server.BeginOutputReadLine();
-        server.BeginErrorReadLine();
-        try
-        {
-            using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}", new GrpcChannelOptions { MaxReceiveMessageSize = 64 << 20 });
-            var client = new VqDiffusionService.VqDiffusionServiceClient(channel);
-            while (true)
+            times[rate] = [];
+            for (int i = 0; i < repeats; i++)
             {
-                try
+                var request = new GenerateRequest { Prompts = { prompt }, NumInferenceSteps = steps, GuidanceScale = 5, TruncationRate = rate, Seed = 0 };
+                long before = ProcessStats.MinorFaults(server.Pid);
+                var sw = Stopwatch.StartNew();
+                using var call = client.Generate(request);
+                await foreach (var _ in call.ResponseStream.ReadAllAsync())
                 {
-                    await client.GetModelInfoAsync(new GetModelInfoRequest()); // UNAVAILABLE until SERVING
-                    break;
                 }
-                catch (RpcException)
-                {
-                    await Task.Delay(20);
-                }
+
+                times[rate].Add(sw.Elapsed.TotalSeconds);
+                faults.Add(ProcessStats.MinorFaults(server.Pid) - before);
+                rss.Add(ProcessStats.RssMiB(server.Pid));
             }
-
-            double ready = started.Elapsed.TotalSeconds;
-            foreach (float rate in rates)
-            {
-                times[rate] = [];
-                for (int i = 0; i < repeats; i++)
-                {
-                    var request = new GenerateRequest { Prompts = { prompt }, NumInferenceSteps = steps, GuidanceScale = 5, TruncationRate = rate, Seed = 0 };
-                    long before = ProcessStats.MinorFaults(server.Id);
-                    var sw = Stopwatch.StartNew();
-                    using var call = client.Generate(request);
-                    await foreach (var _ in call.ResponseStream.ReadAllAsync())
-                    {
-                    }
-
-                    times[rate].Add(sw.Elapsed.TotalSeconds);
-                    faults.Add(ProcessStats.MinorFaults(server.Id) - before);
-                    rss.Add(ProcessStats.RssMiB(server.Id));
-                }
-            }
-
-            return (times, faults, rss, ready);
         }
-        finally
-        {
-            server.Kill(entireProcessTree: true);
-            await server.WaitForExitAsync();
-        }
+
+        return (times, faults, rss, server.ReadySeconds);
     }
 
     private static string Join(IEnumerable<double> values, string format = "F2") =>
         string.Join(" / ", values.Select(v => v.ToString(format, CultureInfo.InvariantCulture)));
-
-    private static string? Arg(string[] args, string name)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-    }
 }
 
 /// <summary>Process counters read from /proc (Linux).</summary>

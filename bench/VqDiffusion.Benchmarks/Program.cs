@@ -1,14 +1,16 @@
-// Service benchmark (figures, not pass/fail). Usage:
-//   dotnet run -c Release --project bench/VqDiffusion.Benchmarks -- [--model DIR] [--requests N] [--steps S]
-// Starts the published server as a separate process on a free loopback port, then measures:
+// Benchmarks (figures, never pass/fail):
+//   dotnet run -c Release --project bench/VqDiffusion.Benchmarks -- [command] [options]
+//   make-model --preset mid|ithq --out DIR   random-weight pipeline with the real ITHQ configs (ModelGenerator)
+//   phases --model DIR                       phase table, GEMM rate, in-process vs gRPC, faults, RSS (PhaseBenchmark)
+//   concurrency --model DIR                  short behind long, throughput of concurrent requests (ConcurrencyBenchmark)
+//   startup --model DIR                      time to SERVING, peak RSS, RSS per request (StartupBenchmark)
+//   micro                                    single tensor operations of a step (MicroBenchmark)
+//   service (default) [--model DIR] [--requests N] [--steps S]
+// The service benchmark starts the Release server as a separate process on a free loopback port, then measures:
 //  1. time to first progress event (call start -> first `progress`), median of 20 requests;
 //  2. mean time per step through the stream vs. the same pipeline in-process (what `vqd generate` runs);
 //  3. server resident memory (VmRSS) after the first request and after N sequential requests.
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
-using Grpc.Core;
-using Grpc.Net.Client;
 using VqDiffusion.Grpc.V1;
 using VqDiffusion.Model.Pipelines;
 
@@ -43,36 +45,15 @@ switch (command)
 string model = ArgValue("--model") ?? Path.Combine(repo, "models", "tiny-ithq");
 int requests = int.Parse(ArgValue("--requests") ?? "100", System.Globalization.CultureInfo.InvariantCulture);
 int steps = int.Parse(ArgValue("--steps") ?? "100", System.Globalization.CultureInfo.InvariantCulture);
-string serverDll = Path.Combine(repo, "src", "VqDiffusion.Server", "bin", "Release", "net10.0", "VqDiffusion.Server.dll");
-if (!File.Exists(serverDll))
+await using (var server = await VqDiffusion.Benchmarks.ServerProcess.StartAsync(repo, model))
 {
-    Console.Error.WriteLine($"build the server first: dotnet build -c Release src/VqDiffusion.Server ({serverDll} missing)");
-    return 2;
-}
-
-int port = FreePort();
-var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-foreach (string a in new[] { serverDll, "--urls", $"http://127.0.0.1:{port}", $"--Model:Path={model}", "--Logging:LogLevel:Default=Warning" })
-{
-    psi.ArgumentList.Add(a);
-}
-
-using var server = Process.Start(psi)!;
-server.OutputDataReceived += (_, _) => { };
-server.ErrorDataReceived += (_, _) => { };
-server.BeginOutputReadLine();
-server.BeginErrorReadLine();
-try
-{
-    using var channel = GrpcChannel.ForAddress($"http://127.0.0.1:{port}", new GrpcChannelOptions { MaxReceiveMessageSize = 64 << 20 });
-    var client = new VqDiffusionService.VqDiffusionServiceClient(channel);
-    await WaitForModelAsync(client);
+    var client = server.Client;
     var request = new GenerateRequest { Prompts = { "a landscape with a lake" }, NumInferenceSteps = steps, GuidanceScale = 5, TruncationRate = 0.86f, Seed = 4 };
 
     // Warm-up, then memory after the first measured request.
     await RunAsync(client, request);
     var first = await RunAsync(client, request);
-    long rssFirst = Rss(server.Id);
+    double rssFirst = VqDiffusion.Benchmarks.ProcessStats.RssMiB(server.Pid);
 
     var firstProgress = new List<double>();
     var perStep = new List<double>();
@@ -89,7 +70,7 @@ try
         total.Add(r.TotalMs);
     }
 
-    long rssLast = Rss(server.Id);
+    double rssLast = VqDiffusion.Benchmarks.ProcessStats.RssMiB(server.Pid);
 
     // The same generation in-process, as `vqd generate` runs it.
     using var pipeline = VQDiffusionPipeline.FromPretrained(model);
@@ -120,79 +101,21 @@ try
     Console.WriteLine($"per step, in-process: {Median(localSteps):F2} ms (median of 10 runs, same pipeline as vqd generate)");
     Console.WriteLine($"streaming overhead per step: {Median(perStep) - Median(localSteps):F2} ms");
     Console.WriteLine($"whole request, streamed: {Median(total):F1} ms; in-process: {Median(localTotal):F1} ms");
-    Console.WriteLine($"server RSS after request 1: {rssFirst / 1024.0:F1} MiB; after {requests} sequential requests: {rssLast / 1024.0:F1} MiB (delta {(rssLast - rssFirst) / 1024.0:+0.0;-0.0} MiB)");
+    Console.WriteLine($"server RSS after request 1: {rssFirst:F1} MiB; after {requests} sequential requests: {rssLast:F1} MiB (delta {rssLast - rssFirst:+0.0;-0.0} MiB)");
     _ = first;
     return 0;
-}
-finally
-{
-    server.Kill(entireProcessTree: true);
 }
 
 static async Task<(double FirstProgressMs, double StepMs, double TotalMs)> RunAsync(VqDiffusionService.VqDiffusionServiceClient client, GenerateRequest request)
 {
-    var sw = Stopwatch.StartNew();
-    double firstProgress = -1;
-    double lastProgress = 0;
-    int stepsSeen = 0;
-    using var call = client.Generate(request);
-    await foreach (GenerateResponse e in call.ResponseStream.ReadAllAsync())
-    {
-        if (e.Progress is not null)
-        {
-            stepsSeen++;
-            lastProgress = sw.Elapsed.TotalMilliseconds;
-            if (firstProgress < 0)
-            {
-                firstProgress = lastProgress;
-            }
-        }
-    }
-
-    return (firstProgress, (lastProgress - firstProgress) / Math.Max(1, stepsSeen - 1), sw.Elapsed.TotalMilliseconds);
-}
-
-static async Task WaitForModelAsync(VqDiffusionService.VqDiffusionServiceClient client)
-{
-    var deadline = DateTime.UtcNow.AddMinutes(10);
-    while (true)
-    {
-        try
-        {
-            await client.GetModelInfoAsync(new GetModelInfoRequest());
-            return;
-        }
-        catch (RpcException) when (DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(200);
-        }
-    }
-}
-
-static long Rss(int pid)
-{
-    foreach (string line in File.ReadLines($"/proc/{pid}/status"))
-    {
-        if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
-        {
-            return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture);
-        }
-    }
-
-    return -1;
+    var (first, total, step) = await VqDiffusion.Benchmarks.ConcurrencyBenchmark.TimedAsync(client, request);
+    return (first * 1000, step * 1000, total * 1000);
 }
 
 static double Median(List<double> values)
 {
     var sorted = values.Order().ToList();
     return sorted.Count == 0 ? double.NaN : sorted[sorted.Count / 2];
-}
-
-static int FreePort()
-{
-    using var l = new TcpListener(IPAddress.Loopback, 0);
-    l.Start();
-    return ((IPEndPoint)l.LocalEndpoint).Port;
 }
 
 static string FindRepoRoot()
@@ -206,12 +129,6 @@ static string FindRepoRoot()
     return dir?.FullName ?? throw new InvalidOperationException("repository root not found");
 }
 
-static int? IntArg(string name) =>
-    ArgValue(name) is { } v ? int.Parse(v, System.Globalization.CultureInfo.InvariantCulture) : null;
+static int? IntArg(string name) => VqDiffusion.Benchmarks.BenchArgs.Int(Environment.GetCommandLineArgs(), name);
 
-static string? ArgValue(string name)
-{
-    string[] args = Environment.GetCommandLineArgs();
-    int i = Array.IndexOf(args, name);
-    return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-}
+static string? ArgValue(string name) => VqDiffusion.Benchmarks.BenchArgs.Value(Environment.GetCommandLineArgs(), name);

@@ -14,9 +14,9 @@ internal static class StartupBenchmark
 {
     public static async Task<int> RunAsync(string repo, string[] args)
     {
-        string model = Arg(args, "--model") ?? Path.Combine(repo, "models", "tiny-ithq");
-        int requests = int.Parse(Arg(args, "--requests") ?? "3", CultureInfo.InvariantCulture);
-        int steps = int.Parse(Arg(args, "--steps") ?? "2", CultureInfo.InvariantCulture);
+        string model = BenchArgs.Value(args, "--model") ?? Path.Combine(repo, "models", "tiny-ithq");
+        int requests = int.Parse(BenchArgs.Value(args, "--requests") ?? "3", CultureInfo.InvariantCulture);
+        int steps = int.Parse(BenchArgs.Value(args, "--steps") ?? "2", CultureInfo.InvariantCulture);
         long weightBytes = Directory.EnumerateFiles(model, "*", SearchOption.AllDirectories)
             .Where(f => f.EndsWith(".safetensors", StringComparison.Ordinal) || f.EndsWith(".bin", StringComparison.Ordinal))
             .Sum(f => new FileInfo(f).Length);
@@ -36,11 +36,5 @@ internal static class StartupBenchmark
         }
 
         return 0;
-    }
-
-    private static string? Arg(string[] args, string name)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
     }
 }
