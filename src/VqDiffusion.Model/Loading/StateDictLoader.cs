@@ -36,6 +36,72 @@ public static class StateDictLoader
 
     public static void Load(nn.Module module, IReadOnlyList<IWeightsFile> files, LoadOptions options)
     {
+        using var noGrad = torch.no_grad();
+        foreach (var (_, target, entry) in Match(module, files, options))
+        {
+            if (target.device_type == DeviceType.META)
+            {
+                continue;
+            }
+
+            using Tensor value = entry.Read();
+            target.copy_(value);
+        }
+    }
+
+    /// <summary>
+    /// Loads a module built on the meta device (no storage, no random initialisation): every parameter and
+    /// buffer becomes the tensor read from the files, converted to the meta tensor's dtype, on
+    /// <paramref name="device"/> — one read per tensor and no copy into an initialised parameter. The same strict
+    /// key and shape checks as <see cref="Load(nn.Module, IReadOnlyList{string}, LoadOptions?)"/>; afterwards no
+    /// tensor of the module may still be on the meta device.
+    /// </summary>
+    public static void Materialize(nn.Module module, IReadOnlyList<string> files, Device device, LoadOptions? options = null)
+    {
+        options ??= new LoadOptions();
+        var opened = new List<IWeightsFile>();
+        try
+        {
+            foreach (string f in files)
+            {
+                opened.Add(WeightsLocator.Open(f));
+            }
+
+            using var noGrad = torch.no_grad();
+            var byKey = Match(module, opened, options).ToDictionary(m => m.Key, m => m.Entry, StringComparer.Ordinal);
+            MetaModules.Materialize(module, (key, meta) =>
+            {
+                if (!byKey.TryGetValue(key, out TensorEntry? entry))
+                {
+                    throw new ModelLoadException(
+                        $"{module.GetType().Name}: '{key}' {ScalarTypes.FormatShape(meta.shape)} is not in the state_dict, so it cannot be loaded from {string.Join(", ", files)}.");
+                }
+
+                Tensor value = entry.Read();
+                ScalarType dtype = ScalarTypes.IsFloating(value.dtype) ? meta.dtype : value.dtype;
+                if (value.dtype == dtype && device.type == DeviceType.CPU)
+                {
+                    return value;
+                }
+
+                using (value)
+                {
+                    return value.to(dtype, device);
+                }
+            });
+        }
+        finally
+        {
+            foreach (var f in opened)
+            {
+                f.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Strict matching of the module's state_dict with the files' tensors (keys, shapes, kinds of dtype).</summary>
+    private static List<(string Key, Tensor Target, TensorEntry Entry)> Match(nn.Module module, IReadOnlyList<IWeightsFile> files, LoadOptions options)
+    {
         Dictionary<string, Tensor> expected = module.state_dict();
         var found = new Dictionary<string, TensorEntry>(StringComparer.Ordinal);
         var unexpected = new List<string>();
@@ -81,7 +147,7 @@ public static class StateDictLoader
             throw new ModelLoadException($"{where}: weights do not match {module.GetType().Name}: {string.Join("; ", parts)}.");
         }
 
-        using var noGrad = torch.no_grad();
+        var matched = new List<(string, Tensor, TensorEntry)>(expected.Count);
         foreach (var (key, target) in expected)
         {
             TensorEntry entry = found[key];
@@ -97,14 +163,10 @@ public static class StateDictLoader
                     $"{entry.File}: dtype mismatch for '{entry.Name}': the checkpoint has {ScalarTypes.Name(entry.DType)}, {module.GetType().Name} expects {ScalarTypes.Name(target.dtype)}.");
             }
 
-            if (target.device_type == DeviceType.META)
-            {
-                continue;
-            }
-
-            using Tensor value = entry.Read();
-            target.copy_(value);
+            matched.Add((key, target, entry));
         }
+
+        return matched;
     }
 }
 

@@ -99,18 +99,20 @@ public sealed class VQDiffusionPipeline : IDisposable
 
             string textDir = Path.Combine(root, "text_encoder");
             var textConfig = ConfigFile.Load<CLIPTextConfig>(Path.Combine(textDir, "config.json"));
-            var textEncoder = Track(new CLIPTextModel(textConfig, device, dtype), disposables);
-            StateDictLoader.Load(textEncoder, WeightsLocator.Locate(textDir, options.Variant), new LoadOptions { IgnoreKey = CLIPTextModel.IsIgnoredKey });
+            // Modules are built on the meta device (no storage, no random initialisation) and their tensors are
+            // the ones read from the files (StateDictLoader.Materialize).
+            var textEncoder = Track(new CLIPTextModel(textConfig, META, dtype), disposables);
+            StateDictLoader.Materialize(textEncoder, WeightsLocator.Locate(textDir, options.Variant), device, new LoadOptions { IgnoreKey = CLIPTextModel.IsIgnoredKey });
 
             string transformerDir = Path.Combine(root, "transformer");
             var transformerConfig = ConfigFile.Load<Transformer2DModelConfig>(Path.Combine(transformerDir, "config.json"));
-            var transformer = Track(new Transformer2DModel(transformerConfig, device, dtype), disposables);
-            StateDictLoader.Load(transformer, WeightsLocator.Locate(transformerDir, options.Variant));
+            var transformer = Track(new Transformer2DModel(transformerConfig, META, dtype), disposables);
+            StateDictLoader.Materialize(transformer, WeightsLocator.Locate(transformerDir, options.Variant), device);
 
             string vqvaeDir = Path.Combine(root, "vqvae");
             var vqConfig = ConfigFile.Load<VQModelConfig>(Path.Combine(vqvaeDir, "config.json"));
-            var vqvae = Track(new VQModel(vqConfig, device, dtype), disposables);
-            StateDictLoader.Load(vqvae, WeightsLocator.Locate(vqvaeDir, options.Variant), new LoadOptions { RenameKey = VQModel.RenameDeprecatedKey });
+            var vqvae = Track(new VQModel(vqConfig, META, dtype), disposables);
+            StateDictLoader.Materialize(vqvae, WeightsLocator.Locate(vqvaeDir, options.Variant), device, new LoadOptions { RenameKey = VQModel.RenameDeprecatedKey });
 
             string schedulerConfigPath = Path.Combine(root, "scheduler", "scheduler_config.json");
             var schedulerConfig = ConfigFile.Load<VQDiffusionSchedulerConfig>(schedulerConfigPath);
@@ -131,10 +133,10 @@ public sealed class VQDiffusionPipeline : IDisposable
                     throw new ModelLoadException($"{Path.Combine(cfDir, "config.json")}: required key 'learnable' is missing.");
                 }
 
-                cfEmbeddings = Track(new LearnedClassifierFreeSamplingEmbeddings(cfConfig, device, dtype), disposables);
+                cfEmbeddings = Track(new LearnedClassifierFreeSamplingEmbeddings(cfConfig, cfConfig.Learnable == true ? META : device, dtype), disposables);
                 if (cfEmbeddings.Learnable)
                 {
-                    StateDictLoader.Load(cfEmbeddings, WeightsLocator.Locate(cfDir, options.Variant));
+                    StateDictLoader.Materialize(cfEmbeddings, WeightsLocator.Locate(cfDir, options.Variant), device);
                 }
             }
             else
