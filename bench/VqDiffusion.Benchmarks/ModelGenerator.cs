@@ -102,7 +102,11 @@ internal static class ModelGenerator
             count += t.numel();
         }
 
-        byte[] json = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(header));
+        // Padded with spaces so the data starts 8-byte aligned, as the safetensors library writes it (the loader
+        // memory-maps aligned tensors).
+        string text = JsonSerializer.Serialize(header);
+        text += new string(' ', (8 - ((8 + Encoding.UTF8.GetByteCount(text)) % 8)) % 8);
+        byte[] json = Encoding.UTF8.GetBytes(text);
         using var stream = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
         stream.Write(BitConverter.GetBytes((long)json.Length));
         stream.Write(json);

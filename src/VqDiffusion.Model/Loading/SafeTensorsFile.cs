@@ -14,6 +14,7 @@ public sealed class SafeTensorsFile : IWeightsFile
     private readonly FileStream _stream;
     private readonly object _gate = new();
     private readonly Dictionary<string, TensorEntry> _tensors = new(StringComparer.Ordinal);
+    private readonly Dictionary<torch.ScalarType, torch.Tensor> _mapped = new();
 
     private SafeTensorsFile(string path, FileStream stream)
     {
@@ -131,19 +132,53 @@ public sealed class SafeTensorsFile : IWeightsFile
             }
 
             long position = dataStart + begin;
-            _tensors[name] = new TensorEntry(name, dtype, shape, Path, () =>
-            {
-                lock (_gate)
+            _tensors[name] = new TensorEntry(
+                name,
+                dtype,
+                shape,
+                Path,
+                () =>
                 {
-                    _stream.Position = position;
-                    return ScalarTypes.ReadContiguous(_stream, dtype, shape, Path, name);
-                }
-            });
+                    lock (_gate)
+                    {
+                        _stream.Position = position;
+                        return ScalarTypes.ReadContiguous(_stream, dtype, shape, Path, name);
+                    }
+                },
+                () => MapTensor(position, dtype, shape));
         }
         catch (Exception ex) when (ex is KeyNotFoundException or InvalidOperationException or FormatException)
         {
             throw Corrupt($"tensor '{name}' has a malformed header entry ({ex.Message})");
         }
+    }
+
+    /// <summary>
+    /// A view of the tensor in the file mapped privately (copy-on-write; libtorch's <c>from_file</c>), when its data
+    /// is aligned to its element size; the mapping lives as long as any view of it.
+    /// </summary>
+    private torch.Tensor? MapTensor(long position, torch.ScalarType dtype, long[] shape)
+    {
+        int elementSize = ScalarTypes.ElementSize(dtype);
+        if (position % elementSize != 0 || dtype == torch.ScalarType.Bool)
+        {
+            return null;
+        }
+
+        torch.Tensor mapped;
+        lock (_gate)
+        {
+            if (!_mapped.TryGetValue(dtype, out mapped!))
+            {
+                // The whole file as elements of this dtype (the tail that is not a whole element is left out).
+                mapped = torch.from_file(Path, shared: false, size: _stream.Length / elementSize, dtype: dtype);
+                _mapped[dtype] = mapped;
+            }
+        }
+
+        long count = shape.Aggregate(1L, (a, b) => a * b);
+        using var flat = mapped.narrow(0, position / elementSize, count);
+        return flat.view(shape);
     }
 
     private static torch.ScalarType? ParseDType(string name) => name switch
@@ -164,5 +199,12 @@ public sealed class SafeTensorsFile : IWeightsFile
     private ModelLoadException Corrupt(string detail) =>
         new($"{Path}: not a valid safetensors file: {detail}.");
 
-    public void Dispose() => _stream.Dispose();
+    public void Dispose()
+    {
+        _stream.Dispose();
+        foreach (torch.Tensor mapped in _mapped.Values)
+        {
+            mapped.Dispose(); // views handed out keep their mapping alive
+        }
+    }
 }

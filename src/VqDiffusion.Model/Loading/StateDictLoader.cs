@@ -44,7 +44,7 @@ public static class StateDictLoader
                 continue;
             }
 
-            using Tensor value = entry.Read();
+            using Tensor value = entry.Map() ?? entry.Read();
             target.copy_(value);
         }
     }
@@ -77,7 +77,7 @@ public static class StateDictLoader
                         $"{module.GetType().Name}: '{key}' {ScalarTypes.FormatShape(meta.shape)} is not in the state_dict, so it cannot be loaded from {string.Join(", ", files)}.");
                 }
 
-                Tensor value = entry.Read();
+                Tensor value = entry.Map() ?? entry.Read();
                 ScalarType dtype = ScalarTypes.IsFloating(value.dtype) ? meta.dtype : value.dtype;
                 if (value.dtype == dtype && device.type == DeviceType.CPU)
                 {

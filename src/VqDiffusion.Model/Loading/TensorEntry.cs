@@ -9,9 +9,11 @@ namespace VqDiffusion.Model.Loading;
 public sealed class TensorEntry
 {
     private readonly Func<torch.Tensor> _read;
+    private readonly Func<torch.Tensor?>? _map;
 
-    public TensorEntry(string name, torch.ScalarType dtype, long[] shape, string file, Func<torch.Tensor> read)
+    public TensorEntry(string name, torch.ScalarType dtype, long[] shape, string file, Func<torch.Tensor> read, Func<torch.Tensor?>? map = null)
     {
+        _map = map;
         Name = name;
         DType = dtype;
         Shape = shape;
@@ -32,4 +34,10 @@ public sealed class TensorEntry
 
     /// <summary>Reads the tensor into a new CPU tensor of the stored dtype and shape.</summary>
     public torch.Tensor Read() => _read();
+
+    /// <summary>
+    /// The tensor as a view of the memory-mapped file (pages read on first use, nothing copied), or null where the
+    /// format or the alignment of its data does not allow one: then use <see cref="Read"/>.
+    /// </summary>
+    public torch.Tensor? Map() => _map?.Invoke();
 }

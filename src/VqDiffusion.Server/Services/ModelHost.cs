@@ -92,15 +92,16 @@ public sealed class ModelHost : IHostedService, IDisposable
             };
             _logger.LogInformation("Loading model from {ModelPath} on {Device} as {DType}", ModelPath, _options.Device, _options.DType);
             // Loaded and warmed up on the model thread, where every request will run.
-            (_pipeline, TimeSpan warmUp) = await _modelThread.Post(() =>
+            (_pipeline, TimeSpan warmUp, double loadedPeakRss) = await _modelThread.Post(() =>
             {
                 VQDiffusionPipeline pipeline = VQDiffusionPipeline.FromPretrained(ModelPath, load);
                 try
                 {
+                    double loadedPeak = PeakRssMiB();
                     var warm = Stopwatch.StartNew();
                     GenerationResult result = pipeline.WarmUp();
                     _ = ImageEncoder.Encode(result.Images[0], ImageFormat.Png, ImageEncoder.DefaultQuality);
-                    return (pipeline, warm.Elapsed);
+                    return (pipeline, warm.Elapsed, loadedPeak);
                 }
                 catch
                 {
@@ -110,8 +111,8 @@ public sealed class ModelHost : IHostedService, IDisposable
             }).ConfigureAwait(false);
             State = ModelState.Ready;
             _logger.LogInformation(
-                "Model ready {ReadySeconds:F1} s after process start (load {LoadSeconds:F1} s, warm-up generation {WarmUpSeconds:F1} s, peak RSS {PeakRssMiB:F0} MiB, model thread: {ModelThread}): latent grid {LatentHeight}x{LatentWidth}, {NumCodes} codes, images {ImageWidth}x{ImageHeight}",
-                (DateTime.Now - Process.GetCurrentProcess().StartTime).TotalSeconds, (clock.Elapsed - warmUp).TotalSeconds, warmUp.TotalSeconds, PeakRssMiB(),
+                "Model ready {ReadySeconds:F1} s after process start (load {LoadSeconds:F1} s, warm-up generation {WarmUpSeconds:F1} s; peak RSS {LoadedPeakRssMiB:F0} MiB after the load, {PeakRssMiB:F0} MiB after the warm-up; model thread: {ModelThread}): latent grid {LatentHeight}x{LatentWidth}, {NumCodes} codes, images {ImageWidth}x{ImageHeight}",
+                (DateTime.Now - Process.GetCurrentProcess().StartTime).TotalSeconds, (clock.Elapsed - warmUp).TotalSeconds, warmUp.TotalSeconds, loadedPeakRss, PeakRssMiB(),
                 _modelThread.OnMainThread ? "main" : "dedicated",
                 _pipeline.transformer.Height, _pipeline.transformer.Width, _pipeline.transformer.NumVectorEmbeds - 1, _pipeline.ImageWidth, _pipeline.ImageHeight);
             _loaded.TrySetResult(_pipeline);

@@ -106,3 +106,54 @@ public sealed class MaterializeTests
         Assert.All(model.parameters(), p => Assert.Equal(DeviceType.META, p.device_type));
     }
 }
+
+/// <summary>Tensors of a safetensors file as views of the memory-mapped file, and the fallback to reading.</summary>
+public sealed class MappedSafeTensorsTests
+{
+    private static string TransformerFile => Path.Combine(Fixtures.TinyModel, "transformer", "diffusion_pytorch_model.safetensors");
+
+    [Fact]
+    public void AlignedTensorsAreMappedAndEqualTheReadOnes()
+    {
+        using var file = SafeTensorsFile.Open(TransformerFile);
+        foreach (var (name, entry) in file.Tensors)
+        {
+            using Tensor? mapped = entry.Map();
+            Assert.NotNull(mapped);
+            using Tensor read = entry.Read();
+            Assert.Equal(read.shape, mapped!.shape);
+            Assert.True(read.eq(mapped).all().item<bool>(), $"{name}: the mapped view differs from the read tensor");
+        }
+    }
+
+    [Fact]
+    public void MisalignedDataIsReadInstead()
+    {
+        using var tmp = new TempDirectory();
+        string path = tmp.File("misaligned.safetensors");
+        byte[] original = File.ReadAllBytes(TransformerFile);
+        long headerLength = BitConverter.ToInt64(original, 0);
+        using (var output = File.Create(path))
+        {
+            output.Write(BitConverter.GetBytes(headerLength + 1));
+            output.Write(original, 8, (int)headerLength);
+            output.WriteByte((byte)' '); // the data now starts one byte later: no float is aligned
+            output.Write(original, 8 + (int)headerLength, original.Length - 8 - (int)headerLength);
+        }
+
+        using var file = SafeTensorsFile.Open(path);
+        using var reference = SafeTensorsFile.Open(TransformerFile);
+        foreach (var (name, entry) in file.Tensors)
+        {
+            Assert.Null(entry.Map());
+            using Tensor read = entry.Read();
+            using Tensor expected = reference.Tensors[name].Read();
+            Assert.True(read.eq(expected).all().item<bool>(), name);
+        }
+
+        var config = ConfigFile.Load<Transformer2DModelConfig>(Path.Combine(Fixtures.TinyModel, "transformer", "config.json"));
+        using var model = new Transformer2DModel(config, META);
+        StateDictLoader.Materialize(model, [path], CPU);
+        Assert.All(model.parameters(), p => Assert.Equal(DeviceType.CPU, p.device_type));
+    }
+}
