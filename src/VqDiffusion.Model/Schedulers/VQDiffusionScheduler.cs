@@ -132,6 +132,12 @@ public sealed class VQDiffusionScheduler : IDisposable
     {
         using var scope = NewDisposeScope();
         float logTiny = full(64, 1e-30f, float32).log()[0].item<float>();
+        if (BitConverter.SingleToInt32Bits(logTiny) != BitConverter.SingleToInt32Bits(full(1, 1e-30f, float32).log().item<float>()))
+        {
+            // libtorch's vectorised and scalar log disagree on log(1e-30): use the formula, element by element.
+            return IndexToLogOnehotReference(x, numClasses).MoveToOuterDisposeScope();
+        }
+
         Tensor result = full([x.shape[0], numClasses, x.shape[1]], logTiny, float32, x.device);
         result.scatter_(1, x.unsqueeze(1), zeros(1, dtype: float32, device: x.device).expand(x.shape[0], 1, x.shape[1]));
         return result.MoveToOuterDisposeScope();
