@@ -415,7 +415,8 @@ public sealed class VQDiffusionPipeline : IDisposable
     /// </remarks>
     public static Tensor Truncate(Tensor logPx0, float truncationRate)
     {
-        if (logPx0.device_type != DeviceType.CPU || logPx0.dtype != ScalarType.Float32 || logPx0.dim() != 3)
+        // The kernel reads the probabilities through one span (at most 2 GB).
+        if (logPx0.device_type != DeviceType.CPU || logPx0.dtype != ScalarType.Float32 || logPx0.dim() != 3 || logPx0.numel() > int.MaxValue / sizeof(float))
         {
             return TruncateBySort(logPx0, truncationRate);
         }
