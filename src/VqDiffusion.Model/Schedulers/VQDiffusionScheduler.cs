@@ -100,8 +100,9 @@ public sealed class VQDiffusionScheduler : IDisposable
     {
         using var scope = NewDisposeScope();
         Tensor logPxtMin1 = timestep == 0 ? modelOutput.alias() : QPosterior(modelOutput, sample, timestep);
-        Tensor noised = GumbelNoised(logPxtMin1, generator);
-        return noised.argmax(1).MoveToOuterDisposeScope();
+        Tensor noise = GumbelNoise(logPxtMin1, generator);
+        Tensor next = GumbelMaxKernel.TryArgmax(noise, logPxtMin1) ?? noise.add_(logPxtMin1).argmax(1);
+        return next.MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -228,7 +229,11 @@ public sealed class VQDiffusionScheduler : IDisposable
         return result.MoveToOuterDisposeScope();
     }
 
-    private static Tensor GumbelNoised(Tensor logits, Generator? generator)
+    /// <summary>
+    /// diffusers' Gumbel noise <c>-log(-log(u + 1e-30) + 1e-30)</c> for <paramref name="logits"/>' shape, with one
+    /// <c>torch.rand</c> draw from <paramref name="generator"/> on the CPU (moved to the logits' device), in place.
+    /// </summary>
+    private static Tensor GumbelNoise(Tensor logits, Generator? generator)
     {
         using var scope = NewDisposeScope();
         Tensor noise = rand(logits.shape, dtype: float32, device: CPU, generator: generator);
@@ -237,9 +242,15 @@ public sealed class VQDiffusionScheduler : IDisposable
             noise = noise.to(logits.device);
         }
 
-        // -log(-log(u + 1e-30) + 1e-30) + logits, in place: the same operations as diffusers, one buffer.
-        noise.add_(1e-30).log_().neg_().add_(1e-30).log_().neg_().add_(logits);
+        noise.add_(1e-30).log_().neg_().add_(1e-30).log_().neg_();
         return noise.MoveToOuterDisposeScope();
+    }
+
+    /// <summary><c>(gumbel noise + logits).argmax(1)</c> as libtorch computes it (for the tests of <see cref="GumbelMaxKernel"/>).</summary>
+    internal static Tensor GumbelArgmaxReference(Tensor noise, Tensor logits)
+    {
+        using var sum = noise + logits;
+        return sum.argmax(1);
     }
 
     private static Tensor LogTable(double[] values, Device device)

@@ -145,4 +145,37 @@ public sealed class VQDiffusionSchedulerTests
             Assert.True(expected.eq(actual).logical_or(expected.isnan().logical_and(actual.isnan())).all().item<bool>(), $"t={t}: q_posterior differs");
         }
     }
+
+    [Theory]
+    [InlineData(1, 4097, 1024, false)]
+    [InlineData(3, 65, 300, true)]
+    [InlineData(2, 7, 5, true)]
+    public void GumbelMaxKernelEqualsLibtorchsArgmaxOfTheSum(int batch, int classes, int pixels, bool specials)
+    {
+        using var scope = torch.NewDisposeScope();
+        var generator = new torch.Generator(21, torch.CPU);
+        torch.Tensor noise = torch.rand([batch, classes, pixels], generator: generator).add_(1e-30).log_().neg_().add_(1e-30).log_().neg_();
+        torch.Tensor logits = (torch.randn([batch, classes, pixels], generator: generator) * 4).round(); // many exact ties
+        if (specials)
+        {
+            logits[.., 2, ..] = torch.tensor(float.NegativeInfinity);
+            logits[0, .., 1] = torch.tensor(float.NegativeInfinity);   // a whole column of -inf: index 0
+            noise[0, .., 1] = torch.tensor(0f);
+            logits[^1, 3, ^1] = torch.tensor(float.NaN);              // a NaN wins where it is
+            logits[^1, 5, ^1] = torch.tensor(float.NaN);
+            noise[.., 4, 0] = noise[.., 3, 0].clone();                 // exact ties between classes 3 and 4
+            logits[.., 4, 0] = logits[.., 3, 0].clone();
+        }
+
+        torch.Tensor expected = VQDiffusionScheduler.GumbelArgmaxReference(noise, logits);
+        torch.Tensor? actual = GumbelMaxKernel.TryArgmax(noise, logits);
+        Assert.NotNull(actual);
+        Assert.Equal(expected.shape, actual!.shape);
+        Assert.True(expected.eq(actual).all().item<bool>());
+        if (specials)
+        {
+            Assert.Equal(0, actual[0, 1].item<long>());
+            Assert.Equal(3, actual[^1, ^1].item<long>());
+        }
+    }
 }

@@ -1,0 +1,81 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace VqDiffusion.Model.Schedulers;
+
+/// <summary>
+/// <c>(noise + logits).argmax(1)</c> in one pass over two contiguous float32 CPU tensors [B, K, N], without the
+/// summed tensor: each sum is the same IEEE single-precision addition libtorch performs, the first maximum wins
+/// ties, and a NaN counts as the maximum (its first occurrence), as libtorch's argmax does.
+/// </summary>
+internal static class GumbelMaxKernel
+{
+    /// <summary>The argmax over dim 1, int64 [B, N]; null when the tensors are not contiguous float32 CPU tensors of one shape.</summary>
+    public static Tensor? TryArgmax(Tensor noise, Tensor logits)
+    {
+        if (noise.device_type != DeviceType.CPU || logits.device_type != DeviceType.CPU
+            || noise.dtype != ScalarType.Float32 || logits.dtype != ScalarType.Float32
+            || noise.dim() != 3 || !noise.shape.SequenceEqual(logits.shape)
+            || !noise.is_contiguous() || !logits.is_contiguous()
+            || noise.numel() > int.MaxValue / sizeof(float))
+        {
+            return null;
+        }
+
+        long batch = noise.shape[0];
+        int classes = (int)noise.shape[1];
+        int pixels = (int)noise.shape[2];
+        var result = new long[batch * pixels];
+        const int Chunk = 256;
+        int chunks = (pixels + Chunk - 1) / Chunk;
+        unsafe
+        {
+            IntPtr noisePtr;
+            IntPtr logitsPtr;
+            fixed (byte* n = noise.bytes)
+            {
+                noisePtr = (IntPtr)n;
+            }
+
+            fixed (byte* l = logits.bytes)
+            {
+                logitsPtr = (IntPtr)l;
+            }
+
+            ParallelOptions options = new() { MaxDegreeOfParallelism = Math.Max(1, Math.Min(Environment.ProcessorCount, torch.get_num_threads())) };
+            Parallel.For(0L, batch * chunks, options, block =>
+            {
+                long b = block / chunks;
+                int n0 = (int)(block % chunks) * Chunk;
+                int width = Math.Min(Chunk, pixels - n0);
+                Span<float> best = stackalloc float[Chunk];
+                Span<int> index = stackalloc int[Chunk];
+                best[..width].Fill(float.NegativeInfinity);
+                index[..width].Clear();
+                float* g = (float*)noisePtr + (b * classes * pixels) + n0;
+                float* x = (float*)logitsPtr + (b * classes * pixels) + n0;
+                for (int k = 0; k < classes; k++)
+                {
+                    float* gk = g + ((long)k * pixels);
+                    float* xk = x + ((long)k * pixels);
+                    for (int j = 0; j < width; j++)
+                    {
+                        float v = gk[j] + xk[j];
+                        if (v > best[j] || (float.IsNaN(v) && !float.IsNaN(best[j])))
+                        {
+                            best[j] = v;
+                            index[j] = k;
+                        }
+                    }
+                }
+
+                for (int j = 0; j < width; j++)
+                {
+                    result[(b * pixels) + n0 + j] = index[j];
+                }
+            });
+        }
+
+        return tensor(result, [batch, pixels], ScalarType.Int64);
+    }
+}
