@@ -63,23 +63,117 @@ public sealed class DenoisingRun : IDisposable
     /// <summary>Runs the next denoising step and returns what it did.</summary>
     public StepContext Step()
     {
+        EnsureNotDone();
+        long t = _timesteps[CompletedSteps];
+        long t0 = Stopwatch.GetTimestamp();
+        using (no_grad())
+        using (var scope = NewDisposeScope())
+        {
+            Tensor modelInput = ModelInput();
+            using Tensor timestep = tensor(t, dtype: ScalarType.Int64, device: modelInput.device);
+            Tensor logits = _pipeline.transformer.ForwardLogits(modelInput, _promptEmbeds, timestep);
+            return CompleteStep(logits, t0, Stopwatch.GetTimestamp());
+        }
+    }
+
+    /// <summary>
+    /// The next step of several runs of one pipeline with a single transformer forward: their inputs are
+    /// concatenated along the batch with a per-sample timestep (AdaLayerNorm's <c>[B, 1]</c> form), and each run
+    /// finishes its own step (guidance, truncation, posterior, noise from its own generator) on its rows. The
+    /// larger matrix products round differently from a run's own forward, so tokens can differ from running it
+    /// alone at near-ties (see the README). A run whose own part fails gets its exception; a failing forward fails
+    /// every run.
+    /// </summary>
+    public static IReadOnlyList<(StepContext? Step, Exception? Error)> StepTogether(IReadOnlyList<DenoisingRun> runs)
+    {
+        ArgumentNullException.ThrowIfNull(runs);
+        var results = new (StepContext?, Exception?)[runs.Count];
+        if (runs.Count == 0)
+        {
+            return results;
+        }
+
+        VQDiffusionPipeline pipeline = runs[0]._pipeline;
+        long t0 = Stopwatch.GetTimestamp();
+        using (no_grad())
+        using (var scope = NewDisposeScope())
+        {
+            Tensor logits;
+            var rows = new int[runs.Count];
+            try
+            {
+                var inputs = new List<Tensor>();
+                var embeds = new List<Tensor>();
+                var timesteps = new List<long>();
+                for (int i = 0; i < runs.Count; i++)
+                {
+                    DenoisingRun run = runs[i];
+                    if (run._pipeline != pipeline)
+                    {
+                        throw new ArgumentException("All runs must belong to one pipeline.", nameof(runs));
+                    }
+
+                    run.EnsureNotDone();
+                    Tensor input = run.ModelInput();
+                    rows[i] = (int)input.shape[0];
+                    inputs.Add(input);
+                    embeds.Add(run._promptEmbeds);
+                    timesteps.AddRange(Enumerable.Repeat(run._timesteps[run.CompletedSteps], rows[i]));
+                }
+
+                Tensor latents = cat(inputs, 0);
+                Tensor encoder = cat(embeds, 0);
+                Tensor perSample = tensor(timesteps.ToArray(), [timesteps.Count, 1], ScalarType.Int64).to(latents.device);
+                logits = pipeline.transformer.ForwardLogits(latents, encoder, perSample);
+            }
+            catch (Exception ex)
+            {
+                Array.Fill(results, (null, ex));
+                return results;
+            }
+
+            long t1 = Stopwatch.GetTimestamp();
+            int offset = 0;
+            for (int i = 0; i < runs.Count; i++)
+            {
+                try
+                {
+                    results[i] = (runs[i].CompleteStep(logits.narrow(0, offset, rows[i]), t0, t1), null);
+                }
+                catch (Exception ex)
+                {
+                    results[i] = (null, ex);
+                }
+
+                offset += rows[i];
+            }
+        }
+
+        return results;
+    }
+
+    private void EnsureNotDone()
+    {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (IsDone)
         {
             throw new InvalidOperationException("All denoising steps of this run are done.");
         }
+    }
 
+    /// <summary>The transformer's input for this step: the sample, twice with guidance.</summary>
+    private Tensor ModelInput() => DoClassifierFreeGuidance ? cat([_sample, _sample], 0) : _sample;
+
+    /// <summary>
+    /// Everything after the transformer's blocks for this run's <paramref name="logits"/> rows: log-softmax,
+    /// guidance, truncation, the scheduler step. Loop-carried tensors are detached from every dispose scope.
+    /// </summary>
+    private StepContext CompleteStep(Tensor logits, long t0, long t1)
+    {
         long t = _timesteps[CompletedSteps];
-        long t0 = Stopwatch.GetTimestamp();
-        long t1, t2, t3, t4;
-        using (no_grad())
+        long t2, t3, t4;
         using (var scope = NewDisposeScope())
         {
-            Transformer2DModel transformer = _pipeline.transformer;
-            Tensor modelInput = DoClassifierFreeGuidance ? cat([_sample, _sample], 0) : _sample;
-            using Tensor timestep = tensor(t, dtype: ScalarType.Int64, device: modelInput.device);
-            Tensor logits = transformer.ForwardLogits(modelInput, _promptEmbeds, timestep);
-            t1 = Stopwatch.GetTimestamp();
             Tensor modelOutput = Transformer2DModel.LogPx0(logits);
             t2 = Stopwatch.GetTimestamp();
             if (DoClassifierFreeGuidance)
@@ -98,13 +192,13 @@ public sealed class DenoisingRun : IDisposable
             Tensor next = _pipeline.scheduler.Step(modelOutput, t, _sample, _generator);
 
             _sample.Dispose();
-            _sample = next.MoveToOuterDisposeScope();
+            _sample = next.DetachFromDisposeScope();
             _predictedX0?.Dispose();
             _predictedX0 = null;
             if (TrackPredictedX0)
             {
                 // What a preview needs of this step: the most likely x0 of every position.
-                _predictedX0 = modelOutput.argmax(1).MoveToOuterDisposeScope();
+                _predictedX0 = modelOutput.argmax(1).DetachFromDisposeScope();
             }
         }
 

@@ -35,9 +35,20 @@ public sealed class AdaLayerNorm : nn.Module<Tensor, Tensor, Tensor>
 
     public int NumEmbeddings { get; }
 
+    /// <param name="x"><c>[B, N, dim]</c>.</param>
+    /// <param name="timestep">A 0-dim timestep for the whole batch (as VQ-Diffusion passes it), or <c>[B, 1]</c>: one
+    /// timestep per sample (this project's extension, for running several requests in one forward).</param>
     public override Tensor forward(Tensor x, Tensor timestep)
     {
         using var scope = NewDisposeScope();
+        if (timestep.dim() == 2)
+        {
+            Tensor perSample = linear.forward(nn.functional.silu(emb.forward(timestep.squeeze(1))));
+            Tensor[] halves = perSample.chunk(2, 1);
+            Tensor scaled = norm.forward(x) * (halves[0].unsqueeze(1) + 1) + halves[1].unsqueeze(1);
+            return scaled.MoveToOuterDisposeScope();
+        }
+
         Tensor embedded = linear.forward(nn.functional.silu(emb.forward(timestep)));
         Tensor[] chunks = embedded.chunk(2, 0);
         Tensor scale = chunks[0];
