@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Grpc.Core;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using VqDiffusion.Grpc.V1;
 using VqDiffusion.Model.Tests.TestSupport;
 using VqDiffusion.Server.Queue;
@@ -19,10 +20,11 @@ public sealed class InterleavingTests
 
     public InterleavingTests(ITestOutputHelper output) => _output = output;
 
-    private static string[] Settings(int maxActiveRuns = 4) =>
+    private static string[] Settings(int maxActiveRuns = 4, bool batched = false) =>
     [
         $"--Model:Path={Fixtures.TinyModel}",
         $"--Generation:MaxActiveRuns={maxActiveRuns}",
+        $"--Generation:BatchedForwards={batched}",
         "--Generation:MaxImagesPerPrompt=64",
         "--Generation:MaxBatchSize=128",
     ];
@@ -120,6 +122,38 @@ public sealed class InterleavingTests
             Assert.True(solo.Tokens.Zip(together.Tokens).All(p => p.First.SequenceEqual(p.Second)), $"request {i}: tokens differ from its solo run");
             Assert.Equal(solo.Images, together.Images);
         }
+    }
+
+    [Fact]
+    public async Task BatchedForwardsServeConcurrentRequestsWithTheirSoloTokens()
+    {
+        await using var server = await RunningServer.StartAsync(Settings(batched: true));
+        var requests = Enumerable.Range(0, 4).Select(i => Short($"b{i}", (ulong)(200 + i))).ToList();
+        requests[1].GuidanceScale = 1; // a run without guidance shares the forward too
+        requests[2].NumInferenceSteps = 6;
+        var calls = requests.Select(r => server.Client.Generate(r)).ToList();
+        var results = await Task.WhenAll(calls.Select(c => StreamCollector.ReadAllAsync(c)));
+        calls.ForEach(c => c.Dispose());
+
+        long same = 0;
+        long total = 0;
+        for (int i = 0; i < requests.Count; i++)
+        {
+            Assert.NotNull(results[i][^1].Completed);
+            Assert.Equal(requests[i].NumInferenceSteps, results[i].Count(e => e.Progress is not null));
+            var together = Outputs(results[i]);
+            Assert.Equal(2, together.Images.Count);
+            var solo = await SoloAsync(server, requests[i]);
+            Assert.Equal(solo.Tokens.Count, together.Tokens.Count);
+            same += solo.Tokens.Zip(together.Tokens).Sum(p => p.First.Zip(p.Second).Count(t => t.First == t.Second));
+            total += solo.Tokens.Sum(t => t.Length);
+        }
+
+        // Forwards were shared, and every request still got its solo tokens (measured: identical on the tiny model).
+        long shared = server.Services.GetServices<IHostedService>().OfType<GenerationWorker>().Single().SharedForwards;
+        _output.WriteLine($"batched forwards: {shared} shared forwards; {same} of {total} snapshot tokens identical to the solo runs");
+        Assert.True(shared > 0, "no forward served more than one run");
+        Assert.True(same >= total * 0.9, $"only {same} of {total} tokens agree with the solo runs");
     }
 
     [Fact]

@@ -16,6 +16,13 @@ public sealed class GenerationOptions
     /// </summary>
     public int MaxActiveRuns { get; set; } = 4;
 
+    /// <summary>
+    /// Step all active runs with one transformer forward (per-sample timesteps) instead of one run after the other.
+    /// Off by default: the larger matrix products may round differently from a run's own forward (measured identical
+    /// on the golden runs); on a CPU the forward is already at the GEMM rate, so it mainly helps GPUs.
+    /// </summary>
+    public bool BatchedForwards { get; set; }
+
     public int MaxPrompts { get; set; } = 16;
 
     public int MaxPromptCharacters { get; set; } = 2048;

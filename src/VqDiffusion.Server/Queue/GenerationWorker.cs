@@ -23,6 +23,8 @@ public sealed class GenerationWorker : BackgroundService
     private readonly ILogger<GenerationWorker> _logger;
     private readonly GenerationLimits _limits;
     private readonly int _maxActiveRuns;
+    private readonly bool _batchedForwards;
+    private long _sharedForwards;
     private readonly IGenerationStepHook[] _hooks;
 
     public GenerationWorker(
@@ -40,7 +42,11 @@ public sealed class GenerationWorker : BackgroundService
         _logger = logger;
         _limits = options.Value.ToLimits();
         _maxActiveRuns = Math.Max(1, options.Value.MaxActiveRuns);
+        _batchedForwards = options.Value.BatchedForwards;
     }
+
+    /// <summary>Transformer forwards that served more than one run (<c>Generation:BatchedForwards</c>).</summary>
+    public long SharedForwards => Interlocked.Read(ref _sharedForwards);
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -93,6 +99,12 @@ public sealed class GenerationWorker : BackgroundService
                 while (active.Count < _maxActiveRuns && _queue.TryTake(out GenerationJob? waiting))
                 {
                     Admit(pipeline, waiting, active);
+                }
+
+                if (_batchedForwards && active.Count > 1)
+                {
+                    AdvanceTogether(active);
+                    continue;
                 }
 
                 if (next >= active.Count)
@@ -161,26 +173,107 @@ public sealed class GenerationWorker : BackgroundService
     /// <summary>One step of <paramref name="active"/> (or its end); false when the run has left the active set.</summary>
     private bool Advance(ActiveRun active)
     {
-        GenerationJob job = active.Job;
-        DenoisingRun run = active.Run;
-        using var scope = _logger.BeginScope("RequestId:{RequestId}", job.RequestId);
+        using var scope = _logger.BeginScope("RequestId:{RequestId}", active.Job.RequestId);
+        if (!BeforeStep(active))
+        {
+            return false;
+        }
+
+        long before = Stopwatch.GetTimestamp();
+        StepContext step;
         try
         {
-            if (job.CancellationToken.IsCancellationRequested)
-            {
-                _logger.LogInformation("Request {RequestId} cancelled after {CompletedSteps}/{TotalSteps} steps", job.RequestId, run.CompletedSteps, run.TotalSteps);
-                job.Complete(new OperationCanceledException(job.CancellationToken));
-                return false;
-            }
+            step = active.Run.Step();
+        }
+        catch (Exception ex)
+        {
+            Fail(active, ex);
+            return false;
+        }
 
+        return AfterStep(active, step, Stopwatch.GetElapsedTime(before));
+    }
+
+    /// <summary>
+    /// One step of every active run with a single transformer forward (<c>Generation:BatchedForwards</c>); runs that
+    /// are cancelled, fail or finish leave <paramref name="active"/>.
+    /// </summary>
+    private void AdvanceTogether(List<ActiveRun> active)
+    {
+        var ready = new List<ActiveRun>(active.Count);
+        foreach (ActiveRun run in active.ToList())
+        {
+            using var scope = _logger.BeginScope("RequestId:{RequestId}", run.Job.RequestId);
+            if (BeforeStep(run))
+            {
+                ready.Add(run);
+            }
+            else
+            {
+                active.Remove(run);
+                run.Dispose();
+            }
+        }
+
+        if (ready.Count == 0)
+        {
+            return;
+        }
+
+        long before = Stopwatch.GetTimestamp();
+        var results = DenoisingRun.StepTogether(ready.Select(r => r.Run).ToList());
+        if (ready.Count > 1)
+        {
+            Interlocked.Increment(ref _sharedForwards);
+        }
+
+        TimeSpan stepTime = Stopwatch.GetElapsedTime(before);
+        for (int i = 0; i < ready.Count; i++)
+        {
+            ActiveRun run = ready[i];
+            using var scope = _logger.BeginScope("RequestId:{RequestId}", run.Job.RequestId);
+            bool keep = results[i] is { Step: { } step } ? AfterStep(run, step, stepTime) : Fail(run, results[i].Error!);
+            if (!keep)
+            {
+                active.Remove(run);
+                run.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Cancellation and the step hooks before a run's step; false (and the job completed) when it must stop.</summary>
+    private bool BeforeStep(ActiveRun active)
+    {
+        GenerationJob job = active.Job;
+        DenoisingRun run = active.Run;
+        if (job.CancellationToken.IsCancellationRequested)
+        {
+            _logger.LogInformation("Request {RequestId} cancelled after {CompletedSteps}/{TotalSteps} steps", job.RequestId, run.CompletedSteps, run.TotalSteps);
+            job.Complete(new OperationCanceledException(job.CancellationToken));
+            return false;
+        }
+
+        try
+        {
             foreach (IGenerationStepHook hook in _hooks)
             {
                 hook.BeforeStep(job.RequestId, run.CompletedSteps, run.TotalSteps);
             }
+        }
+        catch (Exception ex)
+        {
+            return Fail(active, ex);
+        }
 
-            long before = Stopwatch.GetTimestamp();
-            StepContext step = run.Step();
-            TimeSpan stepTime = Stopwatch.GetElapsedTime(before);
+        return true;
+    }
+
+    /// <summary>Posts a step's events and finishes a run that is done; false when the run has left the active set.</summary>
+    private bool AfterStep(ActiveRun active, StepContext step, TimeSpan stepTime)
+    {
+        GenerationJob job = active.Job;
+        try
+        {
             active.StepsTotal += stepTime;
             _logger.LogDebug("Request {RequestId} step {CompletedSteps}/{TotalSteps} t={Timestep} in {StepMs:F1} ms", job.RequestId, step.CompletedSteps, step.TotalSteps, step.Timestep, stepTime.TotalMilliseconds);
             job.Post(new ProgressEvent(step.CompletedSteps, step.TotalSteps, step.Timestep, active.Clock.Elapsed));
@@ -189,7 +282,7 @@ public sealed class GenerationWorker : BackgroundService
                 PostSnapshots(job, step);
             }
 
-            if (!run.IsDone)
+            if (!active.Run.IsDone)
             {
                 return true;
             }
@@ -199,10 +292,16 @@ public sealed class GenerationWorker : BackgroundService
         }
         catch (Exception ex)
         {
-            _logger.LogError(ex, "Request {RequestId} failed inside the model after {ElapsedMs:F0} ms", job.RequestId, active.Clock.Elapsed.TotalMilliseconds);
-            job.Complete(new GenerationFailedException(job.RequestId, ex));
-            return false;
+            return Fail(active, ex);
         }
+    }
+
+    /// <summary>Ends a run that failed inside the model with INTERNAL (and the request id); always false.</summary>
+    private bool Fail(ActiveRun active, Exception ex)
+    {
+        _logger.LogError(ex, "Request {RequestId} failed inside the model after {ElapsedMs:F0} ms", active.Job.RequestId, active.Clock.Elapsed.TotalMilliseconds);
+        active.Job.Complete(new GenerationFailedException(active.Job.RequestId, ex));
+        return false;
     }
 
     private void Finish(ActiveRun active)
