@@ -60,6 +60,9 @@ public sealed class DenoisingRun : IDisposable
 
     private bool DoClassifierFreeGuidance => Request.GuidanceScale > 1.0f;
 
+    /// <summary>Rows this run adds to a transformer forward: its images, twice with guidance.</summary>
+    public int ForwardRows => DoClassifierFreeGuidance ? 2 * BatchSize : BatchSize;
+
     /// <summary>Runs the next denoising step and returns what it did.</summary>
     public StepContext Step()
     {

@@ -24,6 +24,7 @@ public sealed class GenerationWorker : BackgroundService
     private readonly GenerationLimits _limits;
     private readonly int _maxActiveRuns;
     private readonly bool _batchedForwards;
+    private readonly int _maxForwardRows;
     private long _sharedForwards;
     private readonly IGenerationStepHook[] _hooks;
 
@@ -43,6 +44,7 @@ public sealed class GenerationWorker : BackgroundService
         _limits = options.Value.ToLimits();
         _maxActiveRuns = Math.Max(1, options.Value.MaxActiveRuns);
         _batchedForwards = options.Value.BatchedForwards;
+        _maxForwardRows = 2 * Math.Max(1, options.Value.MaxBatchSize);
     }
 
     /// <summary>Transformer forwards that served more than one run (<c>Generation:BatchedForwards</c>).</summary>
@@ -220,23 +222,43 @@ public sealed class GenerationWorker : BackgroundService
             return;
         }
 
-        long before = Stopwatch.GetTimestamp();
-        var results = DenoisingRun.StepTogether(ready.Select(r => r.Run).ToList());
-        if (ready.Count > 1)
+        // Groups of at most the rows of the largest single request (2 × MaxBatchSize with guidance), so that a
+        // shared forward never needs more activation memory than one request may.
+        var groups = new List<List<ActiveRun>>();
+        int rows = 0;
+        foreach (ActiveRun run in ready)
         {
-            Interlocked.Increment(ref _sharedForwards);
+            int runRows = run.Run.ForwardRows;
+            if (groups.Count == 0 || rows + runRows > _maxForwardRows)
+            {
+                groups.Add([]);
+                rows = 0;
+            }
+
+            groups[^1].Add(run);
+            rows += runRows;
         }
 
-        TimeSpan stepTime = Stopwatch.GetElapsedTime(before);
-        for (int i = 0; i < ready.Count; i++)
+        foreach (List<ActiveRun> group in groups)
         {
-            ActiveRun run = ready[i];
-            using var scope = _logger.BeginScope("RequestId:{RequestId}", run.Job.RequestId);
-            bool keep = results[i] is { Step: { } step } ? AfterStep(run, step, stepTime) : Fail(run, results[i].Error!);
-            if (!keep)
+            long before = Stopwatch.GetTimestamp();
+            var results = DenoisingRun.StepTogether(group.Select(r => r.Run).ToList());
+            if (group.Count > 1)
             {
-                active.Remove(run);
-                run.Dispose();
+                Interlocked.Increment(ref _sharedForwards);
+            }
+
+            TimeSpan stepTime = Stopwatch.GetElapsedTime(before);
+            for (int i = 0; i < group.Count; i++)
+            {
+                ActiveRun run = group[i];
+                using var scope = _logger.BeginScope("RequestId:{RequestId}", run.Job.RequestId);
+                bool keep = results[i] is { Step: { } step } ? AfterStep(run, step, stepTime) : Fail(run, results[i].Error!);
+                if (!keep)
+                {
+                    active.Remove(run);
+                    run.Dispose();
+                }
             }
         }
     }
