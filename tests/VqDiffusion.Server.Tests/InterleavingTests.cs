@@ -157,6 +157,32 @@ public sealed class InterleavingTests
     }
 
     [Fact]
+    public async Task SharedForwardsAreSplitToStayWithinOneRequestsRows()
+    {
+        // MaxBatchSize 2 → at most 4 rows per forward: three guided one-image runs (2 rows each) go as 2 + 1.
+        string[] settings = [.. Settings(batched: true).Where(a => !a.StartsWith("--Generation:MaxBatchSize", StringComparison.Ordinal)), "--Generation:MaxBatchSize=2"];
+        await using var server = await RunningServer.StartAsync(settings);
+        var requests = Enumerable.Range(0, 3).Select(i => new GenerateRequest
+        {
+            Prompts = { "a photo of a cat" },
+            NumInferenceSteps = 8,
+            GuidanceScale = 5,
+            Seed = (ulong)(300 + i),
+            RequestId = $"g{i}",
+        }).ToList();
+        var calls = requests.Select(r => server.Client.Generate(r)).ToList();
+        var results = await Task.WhenAll(calls.Select(c => StreamCollector.ReadAllAsync(c)));
+        calls.ForEach(c => c.Dispose());
+        for (int i = 0; i < requests.Count; i++)
+        {
+            Assert.NotNull(results[i][^1].Completed);
+            Assert.Equal((await SoloAsync(server, requests[i])).Images, Outputs(results[i]).Images);
+        }
+
+        Assert.True(server.Services.GetServices<IHostedService>().OfType<GenerationWorker>().Single().SharedForwards > 0);
+    }
+
+    [Fact]
     public async Task CancellingAnActiveRunLeavesTheOthersRunning()
     {
         await using var server = await RunningServer.StartAsync(Settings());
