@@ -1,5 +1,4 @@
-using System.Runtime.InteropServices;
-using TorchSharp;
+using VqDiffusion.Model.Runtime;
 using static TorchSharp.torch;
 
 namespace VqDiffusion.Model.Pipelines;
@@ -33,20 +32,13 @@ internal static class TruncationKernel
         long blocks = batch * blocksPerImage;
         unsafe
         {
-            // A CPU tensor's bytes are a span over its native storage (no copy; native memory does not move).
-            IntPtr storage;
-            fixed (byte* p = probabilities.bytes)
-            {
-                storage = (IntPtr)p;
-            }
-
-            ParallelOptions options = new() { MaxDegreeOfParallelism = Math.Max(1, Math.Min(Environment.ProcessorCount, torch.get_num_threads())) };
-            Parallel.For(0L, blocks, options, () => new Scratch(classes), (block, _, scratch) =>
+            float* data = CpuKernel.Float32Data(probabilities);
+            Parallel.For(0L, blocks, CpuKernel.Parallelism, () => new Scratch(classes), (block, _, scratch) =>
             {
                 long b = block / blocksPerImage;
                 int n0 = (int)(block % blocksPerImage) * Block;
                 int width = Math.Min(Block, pixels - n0);
-                float* image = (float*)storage + (b * classes * pixels);
+                float* image = data + (b * classes * pixels);
 
                 // Gather the block's columns (one cache line per class row) into per-pixel arrays.
                 for (int k = 0; k < classes; k++)

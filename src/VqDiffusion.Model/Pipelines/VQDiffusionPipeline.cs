@@ -4,6 +4,7 @@ using VqDiffusion.Model.Autoencoders;
 using VqDiffusion.Model.Configuration;
 using VqDiffusion.Model.Embeddings;
 using VqDiffusion.Model.Loading;
+using VqDiffusion.Model.Runtime;
 using VqDiffusion.Model.Schedulers;
 using VqDiffusion.Model.TextEncoders;
 using VqDiffusion.Model.Tokenizers;
@@ -429,14 +430,13 @@ public sealed class VQDiffusionPipeline : IDisposable
     /// </remarks>
     public static Tensor Truncate(Tensor logPx0, float truncationRate)
     {
-        // The kernel reads the probabilities through one span (at most 2 GB).
-        if (logPx0.device_type != DeviceType.CPU || logPx0.dtype != ScalarType.Float32 || logPx0.dim() != 3 || logPx0.numel() > int.MaxValue / sizeof(float))
-        {
-            return TruncateBySort(logPx0, truncationRate);
-        }
-
         using var scope = NewDisposeScope();
         Tensor input = logPx0.contiguous();
+        if (input.dim() != 3 || !CpuKernel.Readable(input))
+        {
+            return TruncateBySort(logPx0, truncationRate).MoveToOuterDisposeScope();
+        }
+
         Tensor probabilities = input.exp();
         float[] thresholds = TruncationKernel.Thresholds(probabilities, truncationRate);
         long batch = input.shape[0];

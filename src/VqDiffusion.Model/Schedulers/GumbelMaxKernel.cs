@@ -1,4 +1,4 @@
-using TorchSharp;
+using VqDiffusion.Model.Runtime;
 using static TorchSharp.torch;
 
 namespace VqDiffusion.Model.Schedulers;
@@ -13,11 +13,7 @@ internal static class GumbelMaxKernel
     /// <summary>The argmax over dim 1, int64 [B, N]; null when the tensors are not contiguous float32 CPU tensors of one shape.</summary>
     public static Tensor? TryArgmax(Tensor noise, Tensor logits)
     {
-        if (noise.device_type != DeviceType.CPU || logits.device_type != DeviceType.CPU
-            || noise.dtype != ScalarType.Float32 || logits.dtype != ScalarType.Float32
-            || noise.dim() != 3 || !noise.shape.SequenceEqual(logits.shape)
-            || !noise.is_contiguous() || !logits.is_contiguous()
-            || noise.numel() > int.MaxValue / sizeof(float))
+        if (!CpuKernel.Readable(noise) || !CpuKernel.Readable(logits) || noise.dim() != 3 || !noise.shape.SequenceEqual(logits.shape))
         {
             return null;
         }
@@ -30,20 +26,9 @@ internal static class GumbelMaxKernel
         int chunks = (pixels + Chunk - 1) / Chunk;
         unsafe
         {
-            IntPtr noisePtr;
-            IntPtr logitsPtr;
-            fixed (byte* n = noise.bytes)
-            {
-                noisePtr = (IntPtr)n;
-            }
-
-            fixed (byte* l = logits.bytes)
-            {
-                logitsPtr = (IntPtr)l;
-            }
-
-            ParallelOptions options = new() { MaxDegreeOfParallelism = Math.Max(1, Math.Min(Environment.ProcessorCount, torch.get_num_threads())) };
-            Parallel.For(0L, batch * chunks, options, block =>
+            float* noiseData = CpuKernel.Float32Data(noise);
+            float* logitsData = CpuKernel.Float32Data(logits);
+            Parallel.For(0L, batch * chunks, CpuKernel.Parallelism, block =>
             {
                 long b = block / chunks;
                 int n0 = (int)(block % chunks) * Chunk;
@@ -52,8 +37,8 @@ internal static class GumbelMaxKernel
                 Span<int> index = stackalloc int[Chunk];
                 best[..width].Fill(float.NegativeInfinity);
                 index[..width].Clear();
-                float* g = (float*)noisePtr + (b * classes * pixels) + n0;
-                float* x = (float*)logitsPtr + (b * classes * pixels) + n0;
+                float* g = noiseData + (b * classes * pixels) + n0;
+                float* x = logitsData + (b * classes * pixels) + n0;
                 for (int k = 0; k < classes; k++)
                 {
                     float* gk = g + ((long)k * pixels);

@@ -13,12 +13,27 @@ namespace VqDiffusion.Model.Schedulers;
 /// </summary>
 public sealed class VQDiffusionScheduler : IDisposable
 {
+    /// <summary>log(1e-30) in float32 as libtorch computes it, when its vectorised and scalar kernels agree.</summary>
+    private static readonly Lazy<float?> LogTiny = new(() =>
+    {
+        using var vector = full(64, 1e-30f, float32).log();
+        using var scalar = full(1, 1e-30f, float32).log();
+        using var first = vector[0];
+        float v = first.item<float>();
+        return BitConverter.SingleToInt32Bits(v) == BitConverter.SingleToInt32Bits(scalar.item<float>()) ? v : null;
+    });
+
     private readonly Tensor _logAt;
     private readonly Tensor _logBt;
     private readonly Tensor _logCt;
     private readonly Tensor _logCumprodAt;
     private readonly Tensor _logCumprodBt;
     private readonly Tensor _logCumprodCt;
+
+    // Per timestep, (log_onehot + a).logaddexp(b) at x_t's class and elsewhere, and the mask-class value c, computed
+    // once by libtorch's kernels (null where its vectorised and scalar kernels disagree).
+    private readonly (float Hit, float Miss, float C)?[] _transitions;
+    private readonly (float Hit, float Miss, float C)?[] _cumulativeTransitions;
 
     public VQDiffusionScheduler(VQDiffusionSchedulerConfig config, Device? device = null)
     {
@@ -49,6 +64,8 @@ public sealed class VQDiffusionScheduler : IDisposable
         _logCumprodAt = LogTable(att, device);
         _logCumprodBt = LogTable(btt, device);
         _logCumprodCt = LogTable(ctt, device);
+        _transitions = TransitionValues(_logAt, _logBt, _logCt);
+        _cumulativeTransitions = TransitionValues(_logCumprodAt, _logCumprodBt, _logCumprodCt);
     }
 
     public VQDiffusionSchedulerConfig Config { get; }
@@ -131,14 +148,13 @@ public sealed class VQDiffusionScheduler : IDisposable
     /// </summary>
     internal static Tensor IndexToLogOnehot(Tensor x, int numClasses)
     {
-        using var scope = NewDisposeScope();
-        float logTiny = full(64, 1e-30f, float32).log()[0].item<float>();
-        if (BitConverter.SingleToInt32Bits(logTiny) != BitConverter.SingleToInt32Bits(full(1, 1e-30f, float32).log().item<float>()))
+        if (LogTiny.Value is not float logTiny)
         {
             // libtorch's vectorised and scalar log disagree on log(1e-30): use the formula, element by element.
-            return IndexToLogOnehotReference(x, numClasses).MoveToOuterDisposeScope();
+            return IndexToLogOnehotReference(x, numClasses);
         }
 
+        using var scope = NewDisposeScope();
         Tensor result = full([x.shape[0], numClasses, x.shape[1]], logTiny, float32, x.device);
         result.scatter_(1, x.unsqueeze(1), zeros(1, dtype: float32, device: x.device).expand(x.shape[0], 1, x.shape[1]));
         return result.MoveToOuterDisposeScope();
@@ -164,7 +180,7 @@ public sealed class VQDiffusionScheduler : IDisposable
         Tensor? fromMasked = cumulative ? null : logOnehotXt[.., -1, ..].unsqueeze(1);
 
         Tensor logQt;
-        if (!ElementwiseTransitions && KnownClassValues(a, b) is (float hit, float miss))
+        if (!ElementwiseTransitions && (cumulative ? _cumulativeTransitions : _transitions)[t] is (float hit, float miss, float cValue))
         {
             // log_onehot(x_t) holds two values, so (log_onehot + a).logaddexp(b) does too: `hit` at x_t's
             // class, `miss` elsewhere. Filled directly instead of two passes over [B, K-1, N].
@@ -173,7 +189,7 @@ public sealed class VQDiffusionScheduler : IDisposable
             logQt = full([bsz, NumEmbed - 1, pixels], miss, float32, xT.device);
             Tensor rows = xT.masked_fill(maskColumns.squeeze(1), 0).unsqueeze(1);
             logQt.scatter_(1, rows, full([bsz, 1, pixels], hit, float32, xT.device));
-            logQt.masked_fill_(maskColumns, c.item<float>());
+            logQt.masked_fill_(maskColumns, cValue);
         }
         else
         {
@@ -191,30 +207,40 @@ public sealed class VQDiffusionScheduler : IDisposable
     }
 
     /// <summary>
-    /// <c>(log_onehot + a).logaddexp(b)</c> for the two values of a log one-hot (0 and log 1e-30), computed by
-    /// libtorch's vectorised and scalar kernels; null when the two disagree in any bit, so that whichever kernel
-    /// a large tensor's element would meet gives these values (then the elementwise formula is used instead).
+    /// For every entry of the tables: <c>(log_onehot + a).logaddexp(b)</c> for the two values of a log one-hot (0 and
+    /// log 1e-30) and c, computed by libtorch's vectorised and scalar kernels; null where the two disagree in any
+    /// bit, so that whichever kernel a large tensor's element would meet gives these values (there the elementwise
+    /// formula is used instead).
     /// </summary>
-    private static (float Hit, float Miss)? KnownClassValues(Tensor a, Tensor b)
+    private static (float Hit, float Miss, float C)?[] TransitionValues(Tensor a, Tensor b, Tensor c)
     {
-        using var scope = NewDisposeScope();
-        float logTiny = full(64, 1e-30f, float32).log()[0].item<float>();
-        Tensor known = tensor(new[] { 0f, logTiny }, float32, a.device).repeat(32);
-        Tensor vectorised = (known + a).logaddexp(b).cpu();
-        Tensor scalarHit = (zeros(1, float32, a.device) + a).logaddexp(b).cpu();
-        Tensor scalarMiss = (full(1, logTiny, float32, a.device) + a).logaddexp(b).cpu();
-        float[] v = vectorised.data<float>().ToArray();
-        float hit = scalarHit.item<float>();
-        float miss = scalarMiss.item<float>();
-        for (int i = 0; i < v.Length; i += 2)
+        var values = new (float, float, float)?[a.shape[0]];
+        if (LogTiny.Value is not float logTiny)
         {
-            if (BitConverter.SingleToInt32Bits(v[i]) != BitConverter.SingleToInt32Bits(hit) || BitConverter.SingleToInt32Bits(v[i + 1]) != BitConverter.SingleToInt32Bits(miss))
-            {
-                return null;
-            }
+            return values;
         }
 
-        return (hit, miss);
+        using var scope = NewDisposeScope();
+        Tensor known = tensor(new[] { 0f, logTiny }, float32, a.device).repeat(32);
+        Tensor scalarHit = zeros(1, float32, a.device);
+        Tensor scalarMiss = full(1, logTiny, float32, a.device);
+        for (int t = 0; t < values.Length; t++)
+        {
+            using var inner = NewDisposeScope();
+            float[] v = (known + a[t]).logaddexp(b[t]).cpu().data<float>().ToArray();
+            float hit = (scalarHit + a[t]).logaddexp(b[t]).item<float>();
+            float miss = (scalarMiss + a[t]).logaddexp(b[t]).item<float>();
+            bool agree = true;
+            for (int i = 0; i < v.Length; i += 2)
+            {
+                agree &= BitConverter.SingleToInt32Bits(v[i]) == BitConverter.SingleToInt32Bits(hit)
+                    && BitConverter.SingleToInt32Bits(v[i + 1]) == BitConverter.SingleToInt32Bits(miss);
+            }
+
+            values[t] = agree ? (hit, miss, c[t].item<float>()) : null;
+        }
+
+        return values;
     }
 
     private Tensor ApplyCumulativeTransitions(Tensor q, long t)
