@@ -14,6 +14,7 @@ using System.Diagnostics;
 using VqDiffusion.Grpc.V1;
 using VqDiffusion.Model.Pipelines;
 
+VqDiffusion.Model.Runtime.MklReproducibility.Configure(); // alignment-independent MKL results, as the server and vqd
 string repo = FindRepoRoot();
 string command = args.Length > 0 && !args[0].StartsWith("--", StringComparison.Ordinal) ? args[0] : "service";
 switch (command)

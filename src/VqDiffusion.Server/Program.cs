@@ -5,6 +5,9 @@ using VqDiffusion.Server;
 // from glibc's main arena, where GlibcMalloc keeps freed tensor buffers mapped. Any other thread would pay
 // hundreds of thousands of page faults per request (see GlibcMalloc and the README's performance section).
 GlibcMalloc.Configure();
+
+// Alignment-independent MKL results (mapped and read weights give the same bits), before any matrix product.
+MklReproducibility.Configure();
 WebApplication app = ServerApp.Build(args);
 ModelThread modelThread = app.Services.GetRequiredService<ModelThread>();
 modelThread.ReserveCallingThread();

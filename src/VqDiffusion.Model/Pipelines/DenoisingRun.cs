@@ -52,6 +52,9 @@ public sealed class DenoisingRun : IDisposable
 
     public int BatchSize => Request.BatchSize;
 
+    /// <summary>Whether guidance may be mixed inside <see cref="LogPx0Kernel"/> (default true; off for the tests that compare).</summary>
+    internal bool FusedGuidance { get; set; } = true;
+
     public int LatentHeight => _pipeline.transformer.Height;
 
     public int LatentWidth => _pipeline.transformer.Width;
@@ -177,20 +180,26 @@ public sealed class DenoisingRun : IDisposable
         long t2, t3, t4;
         using (var scope = NewDisposeScope())
         {
-            Tensor modelOutput = Transformer2DModel.LogPx0(logits);
+            // log p(x0), with guidance mixed in on the way out where the CPU kernel runs.
+            Tensor? modelOutput = DoClassifierFreeGuidance && FusedGuidance ? LogPx0Kernel.TryGuided(logits, Request.GuidanceScale) : null;
+            bool mixed = modelOutput is not null;
+            modelOutput ??= Transformer2DModel.LogPx0(logits);
             t2 = Stopwatch.GetTimestamp();
             if (DoClassifierFreeGuidance)
             {
-                Tensor[] chunks = modelOutput.chunk(2, 0);
-                Tensor uncond = chunks[0];
-                Tensor text = chunks[1];
-                modelOutput = uncond + (Request.GuidanceScale * (text - uncond));
+                if (!mixed)
+                {
+                    Tensor[] chunks = modelOutput.chunk(2, 0);
+                    Tensor uncond = chunks[0];
+                    Tensor text = chunks[1];
+                    modelOutput = uncond + (Request.GuidanceScale * (text - uncond));
+                }
+
                 modelOutput = modelOutput - modelOutput.logsumexp(1, keepdim: true);
             }
 
             t3 = Stopwatch.GetTimestamp();
-            modelOutput = VQDiffusionPipeline.Truncate(modelOutput, Request.TruncationRate);
-            modelOutput = modelOutput.clamp_(min: -70);
+            modelOutput = VQDiffusionPipeline.Truncate(modelOutput, Request.TruncationRate, clampMin: -70);
             t4 = Stopwatch.GetTimestamp();
             Tensor next = _pipeline.scheduler.Step(modelOutput, t, _sample, _generator);
 

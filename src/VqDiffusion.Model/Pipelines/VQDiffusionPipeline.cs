@@ -76,6 +76,7 @@ public sealed class VQDiffusionPipeline : IDisposable
     public static VQDiffusionPipeline FromPretrained(string modelPath, PipelineLoadOptions? options = null)
     {
         options ??= new PipelineLoadOptions();
+        MklReproducibility.Configure(); // before the first matrix product (a no-op once the host has done it)
         Device device = options.Device ?? CPU;
         ScalarType dtype = options.DType;
         if (dtype is not (ScalarType.Float32 or ScalarType.Float16 or ScalarType.BFloat16))
@@ -357,7 +358,7 @@ public sealed class VQDiffusionPipeline : IDisposable
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         int classes = transformer.NumVectorEmbeds;
-        Tensor logPx0 = zeros([1, classes - 1, transformer.NumLatentPixels], float32, Device).log_softmax(1);
+        Tensor logPx0 = zeros([1, transformer.NumLatentPixels, classes - 1], float32, Device).log_softmax(-1).transpose(1, 2); // the pipeline's layout
         Tensor masked = full([1, transformer.NumLatentPixels], classes - 1, int64, Device);
         using var generator = new torch.Generator(0, CPU);
         scheduler.Step(logPx0, Math.Min(1, scheduler.NumTrainTimesteps - 1), masked, generator);
@@ -424,39 +425,53 @@ public sealed class VQDiffusionPipeline : IDisposable
     /// </summary>
     /// <remarks>
     /// The same decisions as diffusers' sort → cumsum → <c>gather(argsort(indices))</c>, at a fraction of the
-    /// cost: on the CPU in float32, <see cref="TruncationKernel"/> finds each pixel's cut from its sorted
-    /// probabilities alone, and only pixels where tied classes straddle the cut go through libtorch's sort
-    /// (<see cref="TruncateBySort"/>), whose tie order decides there, as in diffusers.
+    /// cost: on the CPU in float32, <see cref="TruncationKernel"/> finds each pixel's cut from its probabilities
+    /// alone, and only pixels where tied classes straddle the cut go through libtorch's sort
+    /// (<see cref="TruncateBySort"/>), whose tie order decides there, as in diffusers. The result has each pixel's
+    /// classes contiguous in memory (a <c>[B, N, K]</c> tensor seen as <c>[B, K, N]</c>), the layout of diffusers'
+    /// log p(x0) and of <see cref="Transformer2DModel.LogPx0"/>; an input in another layout is copied to it first.
     /// </remarks>
-    public static Tensor Truncate(Tensor logPx0, float truncationRate)
+    public static Tensor Truncate(Tensor logPx0, float truncationRate) => Truncate(logPx0, truncationRate, null);
+
+    /// <summary>
+    /// <see cref="Truncate(Tensor, float)"/> followed by <c>clamp(min)</c> (diffusers' <c>clamp(-70)</c> after the
+    /// truncation), in one pass on the CPU.
+    /// </summary>
+    internal static Tensor Truncate(Tensor logPx0, float truncationRate, float? clampMin)
     {
         using var scope = NewDisposeScope();
-        Tensor input = logPx0.contiguous();
-        if (input.dim() != 3 || !CpuKernel.Readable(input))
+
+        // [B, N, K]: each pixel's classes contiguous (the pipeline's own layout: no copy).
+        Tensor rows = logPx0.dim() == 3 ? logPx0.transpose(1, 2).contiguous() : logPx0;
+        if (logPx0.dim() != 3 || !CpuKernel.Readable(rows))
         {
-            return TruncateBySort(logPx0, truncationRate).MoveToOuterDisposeScope();
+            Tensor sorted = TruncateBySort(logPx0, truncationRate);
+            return (clampMin is float min ? sorted.clamp_(min: min) : sorted).MoveToOuterDisposeScope();
         }
 
-        Tensor probabilities = input.exp();
+        Tensor probabilities = rows.exp();
         float[] thresholds = TruncationKernel.Thresholds(probabilities, truncationRate);
-        long batch = input.shape[0];
-        long pixels = input.shape[2];
-        Tensor threshold = tensor(thresholds, [batch, 1, pixels]);
-        Tensor result = input.masked_fill(probabilities.lt(threshold), float.NegativeInfinity);
+        Tensor result = TruncationKernel.Apply(rows, probabilities, thresholds, clampMin);
 
         // Pixels where the order of tied classes decides: libtorch's sort, as diffusers.
+        long pixels = rows.shape[1];
         for (int i = 0; i < thresholds.Length; i++)
         {
             if (float.IsNaN(thresholds[i]))
             {
                 long b = i / pixels;
                 long n = i % pixels;
-                Tensor column = input[b, .., n].reshape(1, -1, 1);
-                result[b, .., n] = TruncateBySort(column, truncationRate).reshape(-1);
+                Tensor row = TruncateBySort(rows[b, n].reshape(1, -1, 1), truncationRate);
+                if (clampMin is float min)
+                {
+                    row.clamp_(min: min);
+                }
+
+                result[b, n] = row.reshape(-1);
             }
         }
 
-        return result.MoveToOuterDisposeScope();
+        return result.transpose(1, 2).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -480,7 +495,7 @@ public sealed class VQDiffusionPipeline : IDisposable
         sorted.masked_fill_(dropSorted, float.NegativeInfinity);
 
         Tensor result = empty_like(rows).scatter_(-1, indices, sorted);
-        return result.transpose(1, 2).contiguous().MoveToOuterDisposeScope();
+        return result.transpose(1, 2).MoveToOuterDisposeScope();
     }
 
     /// <summary>Decodes token grids [N, H·W] to 8-bit RGB images.</summary>

@@ -80,6 +80,9 @@ public sealed class VQDiffusionScheduler : IDisposable
     /// <summary>Computes the transition log-probabilities with diffusers' elementwise formula (for the tests).</summary>
     internal bool ElementwiseTransitions { get; set; }
 
+    /// <summary>Whether <see cref="Step"/> may use <see cref="PosteriorKernel"/> (default true; off for the tests that compare).</summary>
+    internal bool FusedPosterior { get; set; } = true;
+
     public Tensor log_at => _logAt;
 
     public Tensor log_bt => _logBt;
@@ -116,10 +119,69 @@ public sealed class VQDiffusionScheduler : IDisposable
     public Tensor Step(Tensor modelOutput, long timestep, Tensor sample, Generator? generator)
     {
         using var scope = NewDisposeScope();
+        if (timestep > 0 && FusedPosteriorStep(modelOutput, timestep, sample, generator) is { } fused)
+        {
+            return fused.MoveToOuterDisposeScope();
+        }
+
         Tensor logPxtMin1 = timestep == 0 ? modelOutput.alias() : QPosterior(modelOutput, sample, timestep);
-        Tensor noise = GumbelNoise(logPxtMin1, generator);
+        Tensor noise = GumbelNoise(logPxtMin1.shape, logPxtMin1.device, generator);
         Tensor next = GumbelMaxKernel.TryArgmax(noise, logPxtMin1) ?? noise.add_(logPxtMin1).argmax(1);
         return next.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// <see cref="Step"/> at t &gt; 0 through <see cref="PosteriorKernel"/>: the same operations on the same values as
+    /// <see cref="QPosterior"/> followed by the Gumbel-max sample, with the transitions applied on the fly; null
+    /// where the kernels do not apply (not a contiguous float32 CPU tensor, transition values that libtorch's
+    /// kernels do not agree on, or the elementwise formula requested).
+    /// </summary>
+    private Tensor? FusedPosteriorStep(Tensor logPx0, long t, Tensor xT, Generator? generator)
+    {
+        if (!FusedPosterior || ElementwiseTransitions || LogTiny.Value is not float logTiny || !PosteriorKernel.Applies(logPx0, xT)
+            || _cumulativeTransitions[t] is not (float hitC, float missC, float cC) || _transitions[t] is not (float hit, float miss, float c))
+        {
+            return null;
+        }
+
+        using var scope = NewDisposeScope();
+        int[] tokens = PosteriorKernel.Tokens(xT);
+        var (r, qLogSumExp) = FusedPosteriorTerms(logPx0, tokens, t, new(hitC, missC, cC));
+        Tensor gumbelLogs = PosteriorKernel.GumbelLogs([logPx0.shape[0], NumEmbed, logPx0.shape[2]], generator);
+        Tensor next = PosteriorKernel.GumbelArgmax(gumbelLogs, r, qLogSumExp, tokens, new(hit, miss, c), _logCumprodCt[t - 1].item<float>(), logTiny, MaskClass);
+        return next.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// <see cref="QPosterior"/> by <see cref="PosteriorKernel"/>, materialised (for the tests); null where the
+    /// kernels do not apply.
+    /// </summary>
+    internal Tensor? FusedQPosterior(Tensor logPx0, Tensor xT, long t)
+    {
+        if (t < 1 || LogTiny.Value is not float logTiny || !PosteriorKernel.Applies(logPx0, xT)
+            || _cumulativeTransitions[t] is not (float hitC, float missC, float cC) || _transitions[t] is not (float hit, float miss, float c))
+        {
+            return null;
+        }
+
+        using var scope = NewDisposeScope();
+        int[] tokens = PosteriorKernel.Tokens(xT);
+        var (r, qLogSumExp) = FusedPosteriorTerms(logPx0, tokens, t, new(hitC, missC, cC));
+        return PosteriorKernel.Materialize(r, qLogSumExp, tokens, new(hit, miss, c), _logCumprodCt[t - 1].item<float>(), logTiny, MaskClass).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// <c>r = ((log p(x0) − log q(x_t | x0)) − logsumexp + a).logaddexp(b)</c> at t − 1 and the logsumexp, as
+    /// diffusers' q_posterior computes them up to its last two additions.
+    /// </summary>
+    private (Tensor R, Tensor LogSumExp) FusedPosteriorTerms(Tensor logPx0, int[] tokens, long t, PosteriorKernel.Transition cumulative)
+    {
+        using var scope = NewDisposeScope();
+        Tensor q = PosteriorKernel.SubtractTransition(logPx0, tokens, cumulative, MaskClass);
+        Tensor qLogSumExp = q.logsumexp(1, keepdim: true);
+        PosteriorKernel.NormalizeAndShift(q, qLogSumExp, _logCumprodAt[t - 1].item<float>());
+        Tensor r = q.logaddexp(_logCumprodBt[t - 1]);
+        return (r.MoveToOuterDisposeScope(), qLogSumExp.MoveToOuterDisposeScope());
     }
 
     /// <summary>
@@ -256,16 +318,16 @@ public sealed class VQDiffusionScheduler : IDisposable
     }
 
     /// <summary>
-    /// diffusers' Gumbel noise <c>-log(-log(u + 1e-30) + 1e-30)</c> for <paramref name="logits"/>' shape, with one
-    /// <c>torch.rand</c> draw from <paramref name="generator"/> on the CPU (moved to the logits' device), in place.
+    /// diffusers' Gumbel noise <c>-log(-log(u + 1e-30) + 1e-30)</c> of the logits' shape, with one <c>torch.rand</c>
+    /// draw from <paramref name="generator"/> on the CPU (moved to the logits' device), in place.
     /// </summary>
-    private static Tensor GumbelNoise(Tensor logits, Generator? generator)
+    private static Tensor GumbelNoise(long[] shape, Device device, Generator? generator)
     {
         using var scope = NewDisposeScope();
-        Tensor noise = rand(logits.shape, dtype: float32, device: CPU, generator: generator);
-        if (logits.device_type != DeviceType.CPU)
+        Tensor noise = rand(shape, dtype: float32, device: CPU, generator: generator);
+        if (device.type != DeviceType.CPU)
         {
-            noise = noise.to(logits.device);
+            noise = noise.to(device);
         }
 
         noise.add_(1e-30).log_().neg_().add_(1e-30).log_().neg_();

@@ -137,21 +137,24 @@ public sealed class Transformer2DModel : nn.Module
 
     /// <summary>
     /// log p(x₀) from <see cref="ForwardLogits"/>: <c>log_softmax</c> over the classes in float64 (as diffusers),
-    /// returned as float32 <c>[B, num_vector_embeds − 1, H·W]</c>, contiguous. The softmax runs along the
-    /// contiguous class axis of the logits (diffusers permutes first, which makes libtorch copy to a strided
-    /// layout and run its slow inner-dimension kernel); the float64 results round to the same float32 values.
+    /// returned as float32 <c>[B, num_vector_embeds − 1, H·W]</c> with each pixel's classes contiguous in memory (a
+    /// permuted <c>[B, H·W, classes]</c> tensor, exactly the layout of diffusers' <c>log_softmax(logits.permute(0, 2,
+    /// 1).double(), dim=1).float()</c>, so later reductions over the classes run along memory as in diffusers). On the
+    /// CPU <see cref="LogPx0Kernel"/> computes it a slice of pixels at a time (the same bits, no whole-size float64
+    /// temporaries).
     /// </summary>
     public static Tensor LogPx0(Tensor logits)
     {
         ArgumentNullException.ThrowIfNull(logits);
         using var noGrad = torch.no_grad();
+        if (LogPx0Kernel.TryLogPx0(logits) is { } sliced)
+        {
+            return sliced;
+        }
+
         using var scope = NewDisposeScope();
         Tensor logP = nn.functional.log_softmax(logits.to(ScalarType.Float64), -1);
-
-        // One pass: to float32 and to [B, classes, pixels].
-        Tensor output = empty([logP.shape[0], logP.shape[2], logP.shape[1]], ScalarType.Float32, logP.device);
-        output.copy_(logP.permute(0, 2, 1));
-        return output.MoveToOuterDisposeScope();
+        return logP.to(ScalarType.Float32).permute(0, 2, 1).MoveToOuterDisposeScope();
     }
 
     private static void Validate(Transformer2DModelConfig config)

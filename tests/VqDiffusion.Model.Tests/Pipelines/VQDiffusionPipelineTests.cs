@@ -209,12 +209,5 @@ public sealed class VQDiffusionPipelineTests : IClassFixture<TinyPipelineFixture
         Assert.Single(result.Images);
     }
 
-    private static void AssertBitIdentical(torch.Tensor expected, torch.Tensor actual, string what)
-    {
-        Assert.Equal(expected.shape, actual.shape);
-        int[] e = expected.contiguous().data<float>().Select(BitConverter.SingleToInt32Bits).ToArray();
-        int[] a = actual.contiguous().data<float>().Select(BitConverter.SingleToInt32Bits).ToArray();
-        int differing = e.Zip(a).Count(p => p.First != p.Second);
-        Assert.True(differing == 0, $"{what}: {differing} of {e.Length} values differ");
-    }
+    private static void AssertBitIdentical(torch.Tensor expected, torch.Tensor actual, string what) => TensorAssert.SameBits(expected, actual, what);
 }

@@ -146,6 +146,44 @@ public sealed class VQDiffusionSchedulerTests
         }
     }
 
+    /// <summary>
+    /// <see cref="PosteriorKernel"/> (transitions applied on the fly, the exact arithmetic fused around libtorch's
+    /// logsumexp, logaddexp, uniform draw and logarithms) samples exactly what the unfused q_posterior + Gumbel-max
+    /// samples, with the same generator state afterwards.
+    /// </summary>
+    [Theory]
+    [InlineData(4097, 100, 1024, 1)]
+    [InlineData(65, 100, 64, 3)]
+    [InlineData(17, 10, 9, 2)]
+    [InlineData(22, 10, 19, 2)] // classes and pixels past the last block of eight
+    public void FusedPosteriorStepSamplesWhatTheUnfusedStepSamples(int classes, int steps, int pixels, int batch)
+    {
+        using var scope = torch.NewDisposeScope();
+        var config = new VQDiffusionSchedulerConfig { NumVecClasses = classes, NumTrainTimesteps = steps };
+        using var fused = new VQDiffusionScheduler(config);
+        using var unfused = new VQDiffusionScheduler(config) { FusedPosterior = false };
+        var generator = new torch.Generator(31, torch.CPU);
+        // The pipeline's layout: each pixel's classes contiguous.
+        torch.Tensor logPx0 = (torch.randn([batch, pixels, classes - 1], generator: generator) * 3).log_softmax(-1).clamp(min: -70).transpose(1, 2);
+        logPx0[.., 3, ..] = torch.tensor(-70f);
+        Assert.True(PosteriorKernel.Applies(logPx0, torch.zeros([batch, pixels], torch.int64)));
+        torch.Tensor xT = torch.randint(0, classes, [batch, pixels], generator: generator);
+        xT[.., ..(pixels / 3)] = torch.tensor(classes - 1L); // a third masked
+        foreach (long t in new long[] { 1, 2, steps / 2, steps - 1 })
+        {
+            torch.Tensor? posterior = fused.FusedQPosterior(logPx0, xT, t);
+            Assert.NotNull(posterior);
+            TensorAssert.SameBits(unfused.QPosterior(logPx0, xT, t), posterior!, $"t={t}: q_posterior");
+
+            using var g1 = new torch.Generator(1000 + (ulong)t, torch.CPU);
+            using var g2 = new torch.Generator(1000 + (ulong)t, torch.CPU);
+            torch.Tensor expected = unfused.Step(logPx0, t, xT, g1);
+            torch.Tensor actual = fused.Step(logPx0, t, xT, g2);
+            TensorAssert.Equal(expected, actual, $"t={t}: samples");
+            TensorAssert.SameBits(torch.rand(8, generator: g1), torch.rand(8, generator: g2), $"t={t}: generator state after the step");
+        }
+    }
+
     [Theory]
     [InlineData(1, 4097, 1024, false)]
     [InlineData(3, 65, 300, true)]

@@ -32,4 +32,21 @@ public static class TensorAssert
         long count = ne.sum().item<long>();
         Assert.True(count == 0, $"{what}: {count} of {expected.numel()} values differ");
     }
+
+    /// <summary>Asserts two float32 tensors hold the same bit patterns (NaN payloads and signed zeros included).</summary>
+    public static void SameBits(torch.Tensor expected, torch.Tensor actual, string what)
+    {
+        Assert.Equal(expected.shape, actual.shape);
+        using var e = expected.contiguous();
+        using var a = actual.contiguous();
+        ReadOnlySpan<float> ev = e.data<float>().ToArray();
+        ReadOnlySpan<float> av = a.data<float>().ToArray();
+        int differing = 0;
+        for (int i = 0; i < ev.Length; i++)
+        {
+            differing += BitConverter.SingleToInt32Bits(ev[i]) == BitConverter.SingleToInt32Bits(av[i]) ? 0 : 1;
+        }
+
+        Assert.True(differing == 0, $"{what}: {differing} of {ev.Length} values differ");
+    }
 }
