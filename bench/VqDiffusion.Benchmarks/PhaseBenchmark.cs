@@ -100,21 +100,22 @@ internal static class PhaseBenchmark
         double rssInProcess = ProcessStats.RssMiB();
 
         // 3. Phase table and the GEMM rate of the transformer's own shapes.
-        double Mean(Func<StepPhases, TimeSpan> f) => phases.Average(p => f(p).TotalSeconds);
-        double stepMean = Mean(p => p.Total);
+        // Medians over the steps: this 2-core machine's speed varies from run to run, and a median is steadier.
+        double Typical(Func<StepPhases, TimeSpan> f) => Median(phases.Select(p => f(p).TotalSeconds).ToList());
+        double stepMean = Typical(p => p.Total);
         var gemm = GemmBenchmark.Run(pipeline, batch: 2, repeats: 3);
-        double transformerRate = gemm.Flops / Mean(p => p.Transformer) / 1e9;
-        Console.WriteLine("| phase (mean per step, warm) | s/step | share |");
+        double transformerRate = gemm.Flops / Typical(p => p.Transformer) / 1e9;
+        Console.WriteLine($"| phase (median per step over {phases.Count} warm steps) | s/step | share |");
         Console.WriteLine("|---|---|---|");
         void Row(string name, double s) => Console.WriteLine($"| {name} | {s:F3} | {s / stepMean:P1} |");
-        Row("transformer blocks + output projection (batch 2)", Mean(p => p.Transformer));
-        Row("float64 log-softmax (contiguous class axis)", Mean(p => p.LogSoftmax));
-        Row("guidance + renormalisation", Mean(p => p.Guidance));
-        Row("truncation + clamp", Mean(p => p.Truncation));
-        Row("q_posterior + Gumbel noise + argmax (+ preview x0 argmax)", Mean(p => p.Posterior));
-        Row("everything but the transformer", Mean(p => p.NonTransformer));
+        Row("transformer blocks + output projection (batch 2)", Typical(p => p.Transformer));
+        Row("float64 log-softmax (+ guidance mix)", Typical(p => p.LogSoftmax));
+        Row("guidance renormalisation", Typical(p => p.Guidance));
+        Row("truncation + clamp", Typical(p => p.Truncation));
+        Row("q_posterior + Gumbel noise + argmax (+ preview x0 argmax)", Typical(p => p.Posterior));
+        Row("everything but the transformer", Typical(p => p.NonTransformer));
         Row("whole step", stepMean);
-        Console.WriteLine($"| VQ decode (per request) | {decode.Average():F3} s | |");
+        Console.WriteLine($"| VQ decode (per request) | {Median(decode):F3} s | |");
         Console.WriteLine();
         Console.WriteLine($"transformer: {gemm.Flops / 1e9:F1} GFLOP per forward → {transformerRate:F1} GFLOP/s; GEMM microbenchmark of the same shapes: {gemm.GflopsPerSecond:F1} GFLOP/s " +
             $"({gemm.Seconds:F3} s) → forward at {transformerRate / gemm.GflopsPerSecond:P0} of the GEMM rate");
@@ -178,6 +179,12 @@ internal static class PhaseBenchmark
         }
 
         return (times, faults, rss, server.ReadySeconds);
+    }
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToList();
+        return sorted.Count == 0 ? double.NaN : sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[(sorted.Count / 2) - 1] + sorted[sorted.Count / 2]) / 2;
     }
 
     private static string Join(IEnumerable<double> values, string format = "F2") =>

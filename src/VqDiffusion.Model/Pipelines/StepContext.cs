@@ -47,8 +47,9 @@ public sealed class StepContext
 
 /// <summary>
 /// The wall time of one denoising step by phase: the transformer's blocks and output projection (its matrix
-/// products), the float64 log-softmax, classifier-free guidance with renormalisation, truncation with the clamp,
-/// and the scheduler step (q_posterior, Gumbel noise, argmax) with the preview's x0 argmax.
+/// products), the float64 log-softmax (with the guidance mix, where the CPU kernel applies it on the way out),
+/// classifier-free guidance (the renormalisation; also the mix elsewhere), truncation with the clamp, and the
+/// scheduler step (q_posterior, Gumbel noise, argmax) with the preview's x0 argmax.
 /// </summary>
 public readonly record struct StepPhases(TimeSpan Transformer, TimeSpan LogSoftmax, TimeSpan Guidance, TimeSpan Truncation, TimeSpan Posterior)
 {
