@@ -125,8 +125,8 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
             {
                 RequestId = job.RequestId,
                 Prompts = { job.Request.Prompts },
-                NumInferenceSteps = job.Request.NumInferenceSteps,
-                GuidanceScale = job.Request.GuidanceScale,
+                NumInferenceSteps = job.Request.NumInferenceSteps.GetValueOrDefault(),
+                GuidanceScale = job.Request.GuidanceScale.GetValueOrDefault(),
                 TruncationRate = job.Request.TruncationRate,
                 NumImagesPerPrompt = job.Request.NumImagesPerPrompt,
                 Seed = s.Seed,

@@ -28,8 +28,8 @@ public static class CliRunner
         }
 
         args.AddRange([
-            "--steps", run.Request.NumInferenceSteps.ToString(CultureInfo.InvariantCulture),
-            "--guidance-scale", run.Request.GuidanceScale.ToString("R", CultureInfo.InvariantCulture),
+            "--steps", run.Request.NumInferenceSteps!.Value.ToString(CultureInfo.InvariantCulture),
+            "--guidance-scale", run.Request.GuidanceScale!.Value.ToString("R", CultureInfo.InvariantCulture),
             "--truncation-rate", run.Request.TruncationRate.ToString("R", CultureInfo.InvariantCulture),
             "--images-per-prompt", run.Request.NumImagesPerPrompt.ToString(CultureInfo.InvariantCulture),
             "--seed", run.Request.Seed!.Value.ToString(CultureInfo.InvariantCulture),

@@ -21,12 +21,16 @@ public static class StreamCollector
     {
         var proto = new GenerateRequest
         {
-            NumInferenceSteps = r.NumInferenceSteps,
-            GuidanceScale = r.GuidanceScale,
+            NumInferenceSteps = r.NumInferenceSteps ?? 0,
             TruncationRate = r.TruncationRate,
             NumImagesPerPrompt = r.NumImagesPerPrompt,
         };
         proto.Prompts.AddRange(r.Prompts);
+        if (r.GuidanceScale is { } guidance)
+        {
+            proto.GuidanceScale = guidance;
+        }
+
         if (r.Seed is { } seed)
         {
             proto.Seed = seed;
