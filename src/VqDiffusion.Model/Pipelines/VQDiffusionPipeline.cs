@@ -261,7 +261,7 @@ public sealed class VQDiffusionPipeline : IDisposable
     private ISampler SamplerFor(GenerationRequest request) =>
         _samplers.TryGetValue(request.SamplerOrDefault.Kind, out ISampler? sampler)
             ? sampler
-            : throw new GenerationArgumentException("sampler.sampler", $"sampler.sampler must be diffusers or vq-diffusion, got {(int)request.SamplerOrDefault.Kind}.");
+            : throw new GenerationArgumentException("sampler.kind", $"sampler.kind must be diffusers or vq-diffusion, got {(int)request.SamplerOrDefault.Kind}.");
 
     private SamplingStart Check(GenerationRequest request, GenerationLimits limits)
     {

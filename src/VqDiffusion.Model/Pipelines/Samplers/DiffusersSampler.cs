@@ -27,7 +27,7 @@ internal sealed class DiffusersSampler : ISampler
     public void Validate(GenerationRequest request, SamplingStart start)
     {
         SamplerOptions options = request.SamplerOrDefault;
-        const string Only = "is an option of the vq-diffusion sampler (sampler.sampler = vq-diffusion)";
+        const string Only = "is an option of the vq-diffusion sampler (sampler.kind = vq-diffusion)";
         if (options.Speed != SamplerOptions.DefaultSpeed)
         {
             throw new GenerationArgumentException("sampler.speed", $"sampler.speed {Only}; diffusers' sampler takes num_inference_steps.");
