@@ -51,8 +51,11 @@ public sealed class DenoisingRun : IDisposable
 
     public ulong Seed { get; }
 
-    /// <summary>The timestep of every step, in order (a timestep repeats when the prior needs several network calls).</summary>
-    public IReadOnlyList<long> Timesteps => _sampler.Timesteps;
+    /// <summary>
+    /// The timestep of every planned step, in order (a timestep repeats when the prior needs several network calls);
+    /// a copy, so it can be read on another thread while the run steps.
+    /// </summary>
+    public IReadOnlyList<long> Timesteps => _sampler.Timesteps.ToArray();
 
     public int CompletedSteps { get; private set; }
 
