@@ -138,6 +138,68 @@ public sealed class SamplerValidationTests : IClassFixture<TinyPipelineFixture>
         pipeline.Validate(Prompt(Vq with { ClassifierFreeEmbeddings = ClassifierFreeEmbeddings.EmptyPrompt }));
     }
 
+    [Theory]
+    [InlineData(20, false)]
+    [InlineData(50, true)]
+    public void TheDefaultScheduleFollowsTheModelsTimesteps(int timesteps, bool hasDefault)
+    {
+        using var dir = new TempDirectory();
+        CopyDirectory(Fixtures.TinyModel, dir.FullName);
+        string config = Path.Combine(dir.FullName, "scheduler", "scheduler_config.json");
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"num_train_timesteps\": 100", $"\"num_train_timesteps\": {timesteps}", StringComparison.Ordinal));
+        using var pipeline = VQDiffusionPipeline.FromPretrained(dir.FullName);
+        Assert.Equal(timesteps, pipeline.OriginalScheduler.NumTimesteps);
+
+        // Plain and fast sampling need no schedule; every timestep is one network call.
+        Assert.Equal(timesteps, pipeline.PlannedTimesteps(Prompt(Vq)).Count);
+        // range(T - 1, -1, -4), plus t = 0 when the range does not end there.
+        Assert.Equal(((timesteps - 1) / 4) + 1 + ((timesteps - 1) % 4 == 0 ? 0 : 1), pipeline.PlannedTimesteps(Prompt(Vq with { Speed = 4 })).Count);
+
+        // A prior without a schedule: the original's list for T = 50 (which needs 1024 tokens), none for T = 20.
+        var ex = Assert.Throws<GenerationArgumentException>(() => pipeline.Validate(Prompt(Vq with { Prior = UnmaskPrior.Purity })));
+        Assert.Equal("sampler.unmask_schedule", ex.Field);
+        Assert.Contains(hasDefault ? "the original's default unmask schedule for T = 50 unmasks 1014 tokens" : "no default unmask schedule for T = 20", ex.Reason, StringComparison.Ordinal);
+        SamplerInfo vq = pipeline.DescribeSamplers()[1];
+        Assert.Equal(hasDefault ? 1 : 0, vq.DefaultUnmaskSchedules.Count);
+        Assert.Equal(1.0 / (1024 / timesteps), vq.MinSpeed);
+
+        // With its own schedule (index = t) the prior runs.
+        int[] schedule = Enumerable.Repeat(1, timesteps).ToArray();
+        var request = Prompt(Vq with { Prior = UnmaskPrior.Purity, PriorWeight = 1, UnmaskSchedule = schedule }) with { Seed = 1 };
+        GenerationResult result = pipeline.Generate(request);
+        Assert.Equal(timesteps, result.Timesteps.Count);
+    }
+
+    [Fact]
+    public void InitialLatentsStartTheOriginalSamplerAndBoundItsPrior()
+    {
+        // Half of each image given, half masked: a prior may unmask at most the 32 masked tokens before t = 0.
+        long[] latents = Enumerable.Range(0, 128).Select(i => i % 64 < 32 ? (long)(i % 7) : 64).ToArray();
+        GenerationRequest Request(int perTimestep) => new()
+        {
+            Prompts = ["a red car", "a cute puppy"],
+            InitialLatents = latents,
+            Seed = 3,
+            Sampler = Vq with { Prior = UnmaskPrior.HighQuality, UnmaskSchedule = Schedule(t => t is > 0 and <= 16 ? perTimestep : t == 0 ? 1 : 0) },
+        };
+        var ex = Assert.Throws<GenerationArgumentException>(() => _pipeline.Validate(Request(3)));
+        Assert.Contains("only 32 masked tokens", ex.Reason, StringComparison.Ordinal);
+
+        using DenoisingRun run = _pipeline.Start(Request(2));
+        Assert.Equal(latents, run.Tokens());
+        while (!run.IsDone)
+        {
+            long[] tokens = run.Step().Tokens();
+            int step = run.CompletedSteps;
+            if (step < run.TotalSteps)
+            {
+                // The prior only unmasks masked positions: the given tokens stay until the last (plain) step.
+                Assert.All(Enumerable.Range(0, 128).Where(i => latents[i] != 64), i => Assert.Equal(latents[i], tokens[i]));
+                Assert.Equal(2 * (32 - (2 * step)), tokens.Count(t => t == 64));
+            }
+        }
+    }
+
     [Fact]
     public void GetModelInfoFactsDescribeBothSamplers()
     {
