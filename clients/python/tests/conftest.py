@@ -26,7 +26,8 @@ from vqdiffusion_client import Client, VqDiffusionError  # noqa: E402
 SERVER_DLL = os.path.join(REPO_ROOT, "src", "VqDiffusion.Server", "bin", "Debug", "net10.0", "VqDiffusion.Server.dll")
 TINY_MODEL = os.path.join(REPO_ROOT, "models", "tiny-ithq")
 GOLDEN_PNG = os.path.join(REPO_ROOT, "tests", "fixtures", "tiny-ithq", "golden", "png")
-IMPROVED_GOLDEN = os.path.join(REPO_ROOT, "tests", "fixtures", "improved-tiny", "golden")
+# The improved golden set (original VQ-Diffusion samplers); VQD_IMPROVED_GOLDEN selects another set built the same way.
+IMPROVED_GOLDEN = os.environ.get("VQD_IMPROVED_GOLDEN") or os.path.join(REPO_ROOT, "tests", "fixtures", "improved-tiny", "golden")
 
 
 def _free_port() -> int:

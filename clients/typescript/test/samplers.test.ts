@@ -19,7 +19,8 @@ import {
 import { REPO_ROOT, startServer, type TestServer } from "./server.js";
 
 const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const GOLDEN = join(REPO_ROOT, "tests/fixtures/improved-tiny/golden");
+// The improved golden set; VQD_IMPROVED_GOLDEN selects another set built the same way.
+const GOLDEN = process.env.VQD_IMPROVED_GOLDEN || join(REPO_ROOT, "tests/fixtures/improved-tiny/golden");
 
 interface Tensor {
   shape: number[];

@@ -35,7 +35,14 @@ public static class ImprovedGoldenCases
         }
     }
 
-    public static string GoldenDir => Path.Combine(Fixtures.RepoRoot, "tests", "fixtures", "improved-tiny", "golden");
+    /// <summary>
+    /// The set's folder: <c>tests/fixtures/improved-tiny/golden</c>, or <c>$VQD_IMPROVED_GOLDEN</c> for another set built
+    /// the same way (its manifest names its model).
+    /// </summary>
+    public static string GoldenDir =>
+        Environment.GetEnvironmentVariable("VQD_IMPROVED_GOLDEN") is { Length: > 0 } other
+            ? Path.GetFullPath(other)
+            : Path.Combine(Fixtures.RepoRoot, "tests", "fixtures", "improved-tiny", "golden");
 
     /// <summary>
     /// The model the set was made with: the manifest's <c>model</c> path names a folder (e.g.

@@ -48,10 +48,6 @@ internal sealed class RecordingTrace : ISamplingTrace, IDisposable
         }
     }
 
-    public void Prediction(int step, long timestep, torch.Tensor logPx0)
-    {
-    }
-
     public void Posterior(int step, long timestep, torch.Tensor logXStart, torch.Tensor xT, torch.Tensor output)
     {
         var call = new PosteriorCall(step, timestep, Keep(logXStart.detach().cpu().clone()), Keep(xT.cpu().clone()), Keep(output.detach().cpu().clone()));

@@ -62,7 +62,6 @@ internal sealed class VQDiffusionSamplerRun : ISamplerRun
         using (var scope = NewDisposeScope())
         {
             Tensor recon = CfPredictStart(sample, step.Timestep, index, trace, ref clock);
-            trace?.Prediction(index, step.Timestep, recon);
             if (step.Prior)
             {
                 next = PriorSample(recon, sample, step.Timestep, generator, index, trace);
