@@ -227,6 +227,14 @@ internal sealed class VQDiffusionSampler : ISampler
             }
         }
 
+        // The original skips a timestep whose count is 0, t = 0 included; only the step at t = 0 draws every
+        // remaining masked token, and the decoder has no code for the mask class.
+        if (options.UnmaskSchedule is { } given && given[0] == 0 && (rule == 0 || UnmaskSchedules.TokensBeforeLastStep(given) < start.MinMaskedTokens))
+        {
+            throw new GenerationArgumentException("sampler.unmask_schedule[0]",
+                $"sampler.unmask_schedule[0] must be at least 1: the step at t = 0 draws every token still masked, and {(rule == 0 ? "plain steps leave masked tokens before it" : $"the counts for t ≥ 1 unmask only {UnmaskSchedules.TokensBeforeLastStep(given)} of the {start.MinMaskedTokens} masked tokens")}.");
+        }
+
         if (rule == 0)
         {
             return; // v1: each timestep with a count ≥ 1 is one network call (every timestep without a schedule).
