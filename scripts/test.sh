@@ -53,18 +53,25 @@ if [ -f clients/typescript/package.json ]; then
   if npm --prefix clients/typescript run --silent check-generated; then count "TypeScript generated code is current" 1 0; else count "TypeScript generated code is current" 0 1; fi
 fi
 
-# The same request through every client gives byte-identical images.
+# The same request through every client gives byte-identical images: the standard request
+# ($OUT.0, $OUT.1) and the vq-diffusion one ($OUT.vq.0, $OUT.vq.1: fast inference, inpainting).
 shopt -s nullglob
-outs=("$work"/cross-*.0)
-if [ "${#outs[@]}" -ge 2 ]; then
+for kind in "" ".vq"; do
+  outs=()
+  for f in "$work"/cross-*"$kind".0; do
+    [ -z "$kind" ] && [[ "$f" == *.vq.0 ]] && continue
+    outs+=("$f")
+  done
+  [ "${#outs[@]}" -ge 2 ] || continue
   ok=1
   for o in "${outs[@]}"; do
     for i in 0 1; do
       cmp -s "${outs[0]%.0}.$i" "${o%.0}.$i" || { echo "cross-client: ${o%.0}.$i differs from ${outs[0]%.0}.$i"; ok=0; }
     done
   done
-  if [ "$ok" -eq 1 ]; then count "cross-client byte identity (${#outs[@]} clients)" 1 0; else count "cross-client byte identity" 0 1; fi
-fi
+  label="cross-client byte identity${kind:+ (vq-diffusion)}"
+  if [ "$ok" -eq 1 ]; then count "$label (${#outs[@]} clients)" 1 0; else count "$label" 0 1; fi
+done
 
 echo "${passed} passed, ${failed} failed"
 exit "$status"

@@ -121,6 +121,7 @@ public static class CliApp
             latents = LatentsFile.Read(options.LatentsFile, options.Prompts.Count * Math.Max(options.ImagesPerPrompt, 1), pipeline.transformer.NumLatentPixels);
         }
 
+        int images = options.Prompts.Count * Math.Max(options.ImagesPerPrompt, 1);
         var request = new GenerationRequest
         {
             Prompts = options.Prompts,
@@ -130,6 +131,16 @@ public static class CliApp
             NumImagesPerPrompt = options.ImagesPerPrompt,
             Seed = options.Seed,
             InitialLatents = latents,
+            Sampler = SamplerOptionsOf(options),
+            Edit = options.IsEdit
+                ? new EditOptions
+                {
+                    SourceTokens = options.EditTokensFile is { } tokens ? LatentsFile.Read(tokens, images, pipeline.transformer.NumLatentPixels, "--edit-tokens") : null,
+                    SourceImage = options.EditImageFile is { } imageFile ? ReadImage("--edit-image", imageFile, ImageEncoder.DecodeImage) : null,
+                    Strength = options.Strength,
+                    MaskImage = options.MaskFile is { } maskFile ? ReadImage("--mask", maskFile, ImageEncoder.DecodeMask) : null,
+                }
+                : null,
         };
         pipeline.Validate(request);
         Directory.CreateDirectory(options.Output!);
@@ -174,8 +185,7 @@ public static class CliApp
 
         var request = new GenerateRequest
         {
-            NumInferenceSteps = options.Steps,
-            GuidanceScale = options.GuidanceScale,
+            NumInferenceSteps = options.Steps ?? 0,
             TruncationRate = options.TruncationRate,
             NumImagesPerPrompt = options.ImagesPerPrompt,
             ImageFormat = options.Format switch
@@ -187,9 +197,45 @@ public static class CliApp
             ImageQuality = options.Quality,
         };
         request.Prompts.AddRange(options.Prompts);
+        if (options.GuidanceScale is { } guidance)
+        {
+            request.GuidanceScale = guidance;
+        }
+
         if (options.Seed is { } seed)
         {
             request.Seed = seed;
+        }
+
+        if (SamplerOptionsOf(options) is { } sampler)
+        {
+            request.Sampler = ToProto(sampler);
+        }
+
+        if (options.IsEdit)
+        {
+            request.Edit = new Grpc.V1.EditOptions();
+            if (options.EditTokensFile is { } tokens)
+            {
+                info ??= await client.GetModelInfoAsync(cancellationToken).ConfigureAwait(false);
+                long[] source = LatentsFile.Read(tokens, options.Prompts.Count * Math.Max(options.ImagesPerPrompt, 1), info.LatentHeight * info.LatentWidth, "--edit-tokens");
+                request.Edit.SourceTokens.AddRange(source.Select(v => (int)Math.Clamp(v, int.MinValue, int.MaxValue)));
+            }
+
+            if (options.EditImageFile is { } image)
+            {
+                request.Edit.SourceImage = Google.Protobuf.ByteString.CopyFrom(ReadFile("--edit-image", image));
+            }
+
+            if (options.Strength is { } strength)
+            {
+                request.Edit.Strength = strength;
+            }
+
+            if (options.MaskFile is { } mask)
+            {
+                request.Edit.MaskImage = Google.Protobuf.ByteString.CopyFrom(ReadFile("--mask", mask));
+            }
         }
 
         if (options.LatentsFile is not null)
@@ -231,6 +277,71 @@ public static class CliApp
 
     private static string OneLine(string text) => text.ReplaceLineEndings(" ");
 
+    /// <summary>The sampler flags as request options (the schedule read from its file); null when none is given.</summary>
+    private static SamplerOptions? SamplerOptionsOf(GenerateOptions options)
+    {
+        if (options.Sampler is null && options.UnmaskScheduleFile is null)
+        {
+            return null;
+        }
+
+        SamplerOptions sampler = options.Sampler ?? new SamplerOptions();
+        return options.UnmaskScheduleFile is { } file ? sampler with { UnmaskSchedule = ScheduleFile.Read(file) } : sampler;
+    }
+
+    private static Grpc.V1.SamplerOptions ToProto(SamplerOptions sampler)
+    {
+        var proto = new Grpc.V1.SamplerOptions
+        {
+            Kind = sampler.Kind == SamplerKind.VQDiffusion ? Grpc.V1.SamplerKind.VqDiffusion : Grpc.V1.SamplerKind.Diffusers,
+            Prior = sampler.Prior switch
+            {
+                UnmaskPrior.HighQuality => Grpc.V1.UnmaskPrior.HighQuality,
+                UnmaskPrior.Purity => Grpc.V1.UnmaskPrior.Purity,
+                _ => Grpc.V1.UnmaskPrior.None,
+            },
+            PriorWeight = sampler.PriorWeight,
+            ClassifierFreeEmbeddings = sampler.ClassifierFreeEmbeddings switch
+            {
+                ClassifierFreeEmbeddings.Learned => Grpc.V1.ClassifierFreeEmbeddings.Learned,
+                ClassifierFreeEmbeddings.EmptyPrompt => Grpc.V1.ClassifierFreeEmbeddings.EmptyPrompt,
+                _ => Grpc.V1.ClassifierFreeEmbeddings.Unspecified,
+            },
+            Speed = sampler.Speed,
+        };
+        if (sampler.UnmaskSchedule is { } schedule)
+        {
+            proto.UnmaskSchedule.AddRange(schedule);
+        }
+
+        return proto;
+    }
+
+    private static byte[] ReadFile(string flag, string path)
+    {
+        try
+        {
+            return File.ReadAllBytes(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new UsageException($"{flag} {path}: {ex.Message}");
+        }
+    }
+
+    private static T ReadImage<T>(string flag, string path, Func<byte[], T> decode)
+    {
+        byte[] bytes = ReadFile(flag, path);
+        try
+        {
+            return decode(bytes);
+        }
+        catch (ArgumentException)
+        {
+            throw new UsageException($"{flag} {path}: not a decodable image (PNG, JPEG or WebP).");
+        }
+    }
+
     internal static string ToFlag(string field) => field switch
     {
         "image_format" => "--format",
@@ -241,6 +352,16 @@ public static class CliApp
         "num_images_per_prompt" => "--images-per-prompt",
         "initial_latents" => "--latents",
         "seed" => "--seed",
+        "sampler.kind" => "--sampler",
+        "sampler.speed" => "--speed",
+        "sampler.prior" => "--prior",
+        "sampler.prior_weight" => "--prior-weight",
+        "sampler.classifier_free_embeddings" => "--cf-embeddings",
+        "edit.source_image" => "--edit-image",
+        "edit.strength" => "--strength",
+        "edit.mask" or "edit.mask_image" => "--mask",
+        _ when field.StartsWith("sampler.unmask_schedule", StringComparison.Ordinal) => "--unmask-schedule" + field["sampler.unmask_schedule".Length..],
+        _ when field.StartsWith("edit.source_tokens", StringComparison.Ordinal) => "--edit-tokens" + field["edit.source_tokens".Length..],
         _ when field.StartsWith("prompts", StringComparison.Ordinal) => "--prompt" + field["prompts".Length..],
         _ => field,
     };

@@ -10,12 +10,20 @@ public sealed class GenerateOptions
     public const string Usage =
         "usage: vqd generate (--model DIR | --server URL) --prompt TEXT [--prompt TEXT ...] [--steps N]\n" +
         "                    [--guidance-scale G] [--truncation-rate R] [--images-per-prompt K] [--seed S]\n" +
-        "                    [--latents FILE] [--format png|jpeg|webp] [--quality Q] [--device cpu|cuda[:N]]\n" +
-        "                    [--dtype float32|float16|bfloat16] [--variant fp16] [--quiet] --output DIR\n" +
+        "                    [--latents FILE] [--sampler diffusers|vq-diffusion] [--speed S]\n" +
+        "                    [--prior none|high-quality|purity] [--prior-weight W] [--unmask-schedule FILE]\n" +
+        "                    [--cf-embeddings learned|empty-prompt] [--edit-tokens FILE | --edit-image FILE]\n" +
+        "                    [--strength R] [--mask FILE] [--format png|jpeg|webp] [--quality Q]\n" +
+        "                    [--device cpu|cuda[:N]] [--dtype float32|float16|bfloat16] [--variant fp16]\n" +
+        "                    [--quiet] --output DIR\n" +
         "--model DIR runs the diffusers pipeline folder in this process; --server URL (http://host:port)\n" +
         "asks a running VqDiffusion.Server instead (--device, --dtype and --variant are then the server's).\n" +
         "defaults (as diffusers): --steps 100 --guidance-scale 5.0 --truncation-rate 1.0 --images-per-prompt 1;\n" +
         "seed random (printed); format png; quality 90 (jpeg/webp); device cpu; dtype float32.\n" +
+        "--sampler vq-diffusion: the original VQ-Diffusion samplers over all timesteps; --speed 2 (or more) is\n" +
+        "fast inference, below 1 high-quality inference; --prior purity with --prior-weight r; --unmask-schedule\n" +
+        "FILE: JSON array, tokens per timestep (index = t). Editing: --edit-tokens FILE (JSON [images][H*W]) or\n" +
+        "--edit-image FILE, with --strength R in (0, 1] and/or --mask FILE (PNG, white = regenerate).\n" +
         "Writes DIR/000.png, DIR/001.png, ... in batch order (prompt 0's images, then prompt 1's, ...).";
 
     public string? Model { get; private set; }
@@ -25,9 +33,11 @@ public sealed class GenerateOptions
 
     public List<string> Prompts { get; } = [];
 
-    public int Steps { get; private set; } = GenerationRequest.DefaultNumInferenceSteps;
+    /// <summary><c>--steps</c>; null = the sampler's default.</summary>
+    public int? Steps { get; private set; }
 
-    public float GuidanceScale { get; private set; } = GenerationRequest.DefaultGuidanceScale;
+    /// <summary><c>--guidance-scale</c>; null = the sampler's default.</summary>
+    public float? GuidanceScale { get; private set; }
 
     public float TruncationRate { get; private set; } = GenerationRequest.DefaultTruncationRate;
 
@@ -36,6 +46,27 @@ public sealed class GenerateOptions
     public ulong? Seed { get; private set; }
 
     public string? LatentsFile { get; private set; }
+
+    /// <summary><c>--sampler</c>, <c>--speed</c>, <c>--prior</c>, <c>--prior-weight</c>, <c>--cf-embeddings</c>; null when none is given.</summary>
+    public SamplerOptions? Sampler { get; private set; }
+
+    /// <summary><c>--unmask-schedule FILE</c>: a JSON array of counts, index = t.</summary>
+    public string? UnmaskScheduleFile { get; private set; }
+
+    /// <summary><c>--edit-tokens FILE</c>: JSON [images, H·W], like <c>--latents</c>.</summary>
+    public string? EditTokensFile { get; private set; }
+
+    /// <summary><c>--edit-image FILE</c>: a PNG/JPEG/WebP of the output size.</summary>
+    public string? EditImageFile { get; private set; }
+
+    /// <summary><c>--strength R</c>: the edit's noise level (the original's filter_ratio).</summary>
+    public double? Strength { get; private set; }
+
+    /// <summary><c>--mask FILE</c>: a PNG of the output size, white = regenerate.</summary>
+    public string? MaskFile { get; private set; }
+
+    /// <summary>Whether any editing flag is given.</summary>
+    public bool IsEdit => EditTokensFile is not null || EditImageFile is not null || Strength is not null || MaskFile is not null;
 
     public ImageFormat Format { get; private set; } = ImageFormat.Png;
 
@@ -113,6 +144,50 @@ public sealed class GenerateOptions
                 case "--latents":
                     o.LatentsFile = Value();
                     break;
+                case "--sampler":
+                    string sampler = Value();
+                    o.Sampler = (o.Sampler ?? new SamplerOptions()) with
+                    {
+                        Kind = SamplerNames.TryParseSampler(sampler, out var kind) ? kind : throw new UsageException($"--sampler must be diffusers or vq-diffusion, got '{sampler}'."),
+                    };
+                    break;
+                case "--speed":
+                    o.Sampler = (o.Sampler ?? new SamplerOptions()) with { Speed = ParseDouble(flag, Value()) };
+                    break;
+                case "--prior":
+                    string prior = Value();
+                    o.Sampler = (o.Sampler ?? new SamplerOptions()) with
+                    {
+                        Prior = SamplerNames.TryParsePrior(prior, out var p) ? p : throw new UsageException($"--prior must be none, high-quality or purity, got '{prior}'."),
+                    };
+                    break;
+                case "--prior-weight":
+                    o.Sampler = (o.Sampler ?? new SamplerOptions()) with { PriorWeight = ParseDouble(flag, Value()) };
+                    break;
+                case "--cf-embeddings":
+                    string cf = Value();
+                    o.Sampler = (o.Sampler ?? new SamplerOptions()) with
+                    {
+                        ClassifierFreeEmbeddings = SamplerNames.TryParseClassifierFree(cf, out var c) && c != ClassifierFreeEmbeddings.ModelDefault
+                            ? c
+                            : throw new UsageException($"--cf-embeddings must be learned or empty-prompt, got '{cf}'."),
+                    };
+                    break;
+                case "--unmask-schedule":
+                    o.UnmaskScheduleFile = Value();
+                    break;
+                case "--edit-tokens":
+                    o.EditTokensFile = Value();
+                    break;
+                case "--edit-image":
+                    o.EditImageFile = Value();
+                    break;
+                case "--strength":
+                    o.Strength = ParseDouble(flag, Value());
+                    break;
+                case "--mask":
+                    o.MaskFile = Value();
+                    break;
                 case "--format":
                     string f = Value();
                     o.Format = ImageEncoder.TryParse(f, out var format) ? format : throw new UsageException($"--format must be png, jpeg or webp, got '{f}'.");
@@ -161,6 +236,16 @@ public sealed class GenerateOptions
             }
         }
 
+        if (o.EditTokensFile is not null && o.EditImageFile is not null)
+        {
+            throw new UsageException("--edit-tokens and --edit-image cannot be used together (one source).");
+        }
+
+        if (o.IsEdit && o.EditTokensFile is null && o.EditImageFile is null)
+        {
+            throw new UsageException("--strength and --mask edit a source: give --edit-tokens FILE or --edit-image FILE.");
+        }
+
         if (o.Prompts.Count == 0)
         {
             throw new UsageException("at least one --prompt is required.");
@@ -178,6 +263,11 @@ public sealed class GenerateOptions
         int.TryParse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int v)
             ? v
             : throw new UsageException($"{flag} must be an integer, got '{value}'.");
+
+    private static double ParseDouble(string flag, string value) =>
+        double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double v)
+            ? v
+            : throw new UsageException($"{flag} must be a number, got '{value}'.");
 
     private static float ParseFloat(string flag, string value) =>
         float.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out float v)

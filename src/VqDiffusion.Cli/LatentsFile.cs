@@ -2,11 +2,11 @@ using System.Text.Json;
 
 namespace VqDiffusion.Cli;
 
-/// <summary><c>--latents FILE</c>: a JSON array of integer arrays, shape [images, H·W].</summary>
+/// <summary><c>--latents FILE</c> and <c>--edit-tokens FILE</c>: a JSON array of integer arrays, shape [images, H·W].</summary>
 public static class LatentsFile
 {
     /// <summary>Reads the file and returns the rows flattened row-major, checking the shape.</summary>
-    public static long[] Read(string path, int images, int pixels)
+    public static long[] Read(string path, int images, int pixels, string flag = "--latents")
     {
         JsonDocument doc;
         try
@@ -15,20 +15,20 @@ public static class LatentsFile
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException)
         {
-            throw new UsageException($"--latents {path}: {ex.Message}");
+            throw new UsageException($"{flag} {path}: {ex.Message}");
         }
 
         using (doc)
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Array)
             {
-                throw new UsageException($"--latents {path}: expected a JSON array of {images} integer arrays.");
+                throw new UsageException($"{flag} {path}: expected a JSON array of {images} integer arrays.");
             }
 
             int rows = doc.RootElement.GetArrayLength();
             if (rows != images)
             {
-                throw new UsageException($"--latents {path}: has {rows} rows, expected {images} (prompts × images per prompt).");
+                throw new UsageException($"{flag} {path}: has {rows} rows, expected {images} (prompts × images per prompt).");
             }
 
             var flat = new long[images * pixels];
@@ -37,7 +37,7 @@ public static class LatentsFile
             {
                 if (row.ValueKind != JsonValueKind.Array || row.GetArrayLength() != pixels)
                 {
-                    throw new UsageException($"--latents {path}: row {r} must be an array of {pixels} integers (H·W).");
+                    throw new UsageException($"{flag} {path}: row {r} must be an array of {pixels} integers (H·W).");
                 }
 
                 int c = 0;
@@ -45,7 +45,7 @@ public static class LatentsFile
                 {
                     if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt64(out long value))
                     {
-                        throw new UsageException($"--latents {path}: row {r}, column {c} is not an integer.");
+                        throw new UsageException($"{flag} {path}: row {r}, column {c} is not an integer.");
                     }
 
                     flat[(r * pixels) + c] = value;

@@ -12,7 +12,11 @@ public abstract record GenerationEvent
     /// <summary>The request waits in the server's queue (1-based <paramref name="Position"/>, 1 = next).</summary>
     public sealed record Queued(int Position, int QueueLength) : GenerationEvent;
 
-    /// <summary>Generation started with these resolved parameters.</summary>
+    /// <summary>
+    /// Generation started with these resolved parameters. <paramref name="TotalSteps"/> is the number of progress
+    /// events (network calls), <paramref name="Timesteps"/> the timestep of each; the vq-diffusion sampler's speed and
+    /// prior make them differ from <paramref name="NumInferenceSteps"/>.
+    /// </summary>
     public sealed record Started(
         string RequestId,
         IReadOnlyList<string> Prompts,
@@ -24,7 +28,16 @@ public abstract record GenerationEvent
         IReadOnlyList<long> Timesteps,
         int NumImages,
         VqDiffusion.Grpc.V1.ImageFormat ImageFormat,
-        TimeSpan QueueWait) : GenerationEvent;
+        TimeSpan QueueWait,
+        int TotalSteps = 0,
+        VqDiffusion.Grpc.V1.SamplerKind Sampler = VqDiffusion.Grpc.V1.SamplerKind.Unspecified,
+        double Speed = 1,
+        VqDiffusion.Grpc.V1.UnmaskPrior Prior = VqDiffusion.Grpc.V1.UnmaskPrior.Unspecified,
+        double? EditStrength = null) : GenerationEvent
+    {
+        /// <summary>Progress events to expect: <see cref="TotalSteps"/>, or the step count of servers that do not report it.</summary>
+        public int ExpectedSteps => TotalSteps > 0 ? TotalSteps : NumInferenceSteps;
+    }
 
     /// <summary>One denoising step finished.</summary>
     public sealed record Progress(int CompletedSteps, int TotalSteps, long Timestep, TimeSpan Elapsed) : GenerationEvent;

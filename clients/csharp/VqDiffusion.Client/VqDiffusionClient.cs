@@ -115,7 +115,7 @@ public sealed class VqDiffusionClient : IDisposable
                     break;
                 case GenerationEvent.Started s:
                     started = s;
-                    progress?.Report(new GenerationProgress(GenerationStage.Started, 0, s.NumInferenceSteps, -1, 0, TimeSpan.Zero));
+                    progress?.Report(new GenerationProgress(GenerationStage.Started, 0, s.ExpectedSteps, -1, 0, TimeSpan.Zero));
                     break;
                 case GenerationEvent.Progress p:
                     elapsed = p.Elapsed;
@@ -126,7 +126,7 @@ public sealed class VqDiffusionClient : IDisposable
                     break;
                 case GenerationEvent.Completed c:
                     completed = c;
-                    int steps = started?.NumInferenceSteps ?? 0;
+                    int steps = started?.ExpectedSteps ?? 0;
                     progress?.Report(new GenerationProgress(GenerationStage.Completed, steps, steps, 0, 0, c.GenerationTime));
                     break;
             }
@@ -170,7 +170,12 @@ public sealed class VqDiffusionClient : IDisposable
             r.Started.Timesteps.ToArray(),
             r.Started.NumImages,
             r.Started.ImageFormat,
-            Span(r.Started.QueueWait)),
+            Span(r.Started.QueueWait),
+            r.Started.TotalSteps,
+            r.Started.Sampler,
+            r.Started.Speed,
+            r.Started.Prior,
+            r.Started.HasEditStrength ? r.Started.EditStrength : null),
         GenerateResponse.EventOneofCase.Progress => new GenerationEvent.Progress(r.Progress.CompletedSteps, r.Progress.TotalSteps, r.Progress.Timestep, Span(r.Progress.Elapsed)),
         GenerateResponse.EventOneofCase.Snapshot => new GenerationEvent.Snapshot(
             r.Snapshot.CompletedSteps,

@@ -3,6 +3,9 @@
 
 usage: generate.py --server URL --prompt TEXT [--prompt TEXT ...] [--steps N] [--guidance-scale G]
                    [--truncation-rate R] [--images-per-prompt K] [--seed S] [--latents FILE]
+                   [--sampler diffusers|vq-diffusion] [--speed S] [--prior none|high-quality|purity]
+                   [--prior-weight W] [--unmask-schedule FILE] [--cf-embeddings learned|empty-prompt]
+                   [--edit-tokens FILE | --edit-image FILE] [--strength R] [--mask FILE]
                    [--format png|jpeg|webp] [--quality Q] [--quiet] --output DIR
 
 Writes DIR/000.png, DIR/001.png, ... in the server's image order (prompt 0's images, then
@@ -42,7 +45,22 @@ FIELD_FLAGS = {
     "initial_latents": "--latents",
     "image_format": "--format",
     "image_quality": "--quality",
+    "sampler.kind": "--sampler",
+    "sampler.speed": "--speed",
+    "sampler.prior": "--prior",
+    "sampler.prior_weight": "--prior-weight",
+    "sampler.unmask_schedule": "--unmask-schedule",
+    "sampler.classifier_free_embeddings": "--cf-embeddings",
+    "edit.source_tokens": "--edit-tokens",
+    "edit.source_image": "--edit-image",
+    "edit.strength": "--strength",
+    "edit.mask": "--mask",
+    "edit.mask_image": "--mask",
 }
+
+SAMPLERS = ("diffusers", "vq-diffusion")
+PRIORS = ("none", "high-quality", "purity")
+CF_EMBEDDINGS = ("learned", "empty-prompt")
 
 U64_MAX = 2**64 - 1
 
@@ -65,6 +83,16 @@ class Options:
         self.quality: Optional[int] = None
         self.output: Optional[str] = None
         self.quiet = False
+        self.sampler: Optional[str] = None
+        self.speed: Optional[float] = None
+        self.prior: Optional[str] = None
+        self.prior_weight: Optional[float] = None
+        self.unmask_schedule: Optional[str] = None
+        self.cf_embeddings: Optional[str] = None
+        self.edit_tokens: Optional[str] = None
+        self.edit_image: Optional[str] = None
+        self.strength: Optional[float] = None
+        self.mask: Optional[str] = None
 
 
 def _int(flag: str, value: str) -> int:
@@ -131,10 +159,34 @@ def parse_args(args: List[str]) -> Options:
             o.output = value()
         elif flag == "--quiet":
             o.quiet = True
+        elif flag == "--sampler":
+            o.sampler = _choice(flag, value(), SAMPLERS)
+        elif flag == "--speed":
+            o.speed = _float(flag, value())
+        elif flag == "--prior":
+            o.prior = _choice(flag, value(), PRIORS)
+        elif flag == "--prior-weight":
+            o.prior_weight = _float(flag, value())
+        elif flag == "--unmask-schedule":
+            o.unmask_schedule = value()
+        elif flag == "--cf-embeddings":
+            o.cf_embeddings = _choice(flag, value(), CF_EMBEDDINGS)
+        elif flag == "--edit-tokens":
+            o.edit_tokens = value()
+        elif flag == "--edit-image":
+            o.edit_image = value()
+        elif flag == "--strength":
+            o.strength = _float(flag, value())
+        elif flag == "--mask":
+            o.mask = value()
         else:
             raise UsageError(f"unknown option '{arg}'.")
         i += 1
 
+    if o.edit_tokens and o.edit_image:
+        raise UsageError("--edit-tokens and --edit-image cannot be used together (one source).")
+    if (o.strength is not None or o.mask) and not (o.edit_tokens or o.edit_image):
+        raise UsageError("--strength and --mask edit a source: give --edit-tokens FILE or --edit-image FILE.")
     if not o.server:
         raise UsageError("--server URL is required.")
     if not o.prompts:
@@ -144,22 +196,48 @@ def parse_args(args: List[str]) -> Options:
     return o
 
 
-def read_latents(path: str) -> List[List[int]]:
-    """--latents FILE: a JSON array of integer arrays, shape [images, H*W] (the server checks the shape)."""
+def _choice(flag: str, value: str, choices) -> str:
+    if value.lower() not in choices:
+        raise UsageError(f"{flag} must be {', '.join(choices[:-1])} or {choices[-1]}, got '{value}'.")
+    return value.lower()
+
+
+def read_latents(path: str, flag: str = "--latents") -> List[List[int]]:
+    """--latents / --edit-tokens FILE: a JSON array of integer arrays, shape [images, H*W] (the server checks the shape)."""
     try:
         with open(path, "rb") as f:
             doc = json.load(f)
     except (OSError, ValueError) as e:
-        raise UsageError(f"--latents {path}: {e}") from None
+        raise UsageError(f"{flag} {path}: {e}") from None
     if not isinstance(doc, list):
-        raise UsageError(f"--latents {path}: expected a JSON array of integer arrays.")
+        raise UsageError(f"{flag} {path}: expected a JSON array of integer arrays.")
     for r, row in enumerate(doc):
         if not isinstance(row, list):
-            raise UsageError(f"--latents {path}: row {r} must be an array of integers (H*W).")
+            raise UsageError(f"{flag} {path}: row {r} must be an array of integers (H*W).")
         for c, v in enumerate(row):
             if isinstance(v, bool) or not isinstance(v, int):
-                raise UsageError(f"--latents {path}: row {r}, column {c} is not an integer.")
+                raise UsageError(f"{flag} {path}: row {r}, column {c} is not an integer.")
     return doc
+
+
+def read_schedule(path: str) -> List[int]:
+    """--unmask-schedule FILE: a JSON array of integers, tokens per timestep (index = t)."""
+    try:
+        with open(path, "rb") as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--unmask-schedule {path}: {e}") from None
+    if not isinstance(doc, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in doc):
+        raise UsageError(f"--unmask-schedule {path}: expected a JSON array of integers (one per timestep, index = t).")
+    return doc
+
+
+def read_bytes(flag: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: {e}") from None
 
 
 class ProgressBar:
@@ -193,6 +271,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         o = parse_args(argv)
         latents = read_latents(o.latents) if o.latents else None
+        options = dict(
+            sampler=o.sampler,
+            speed=o.speed,
+            prior=o.prior,
+            prior_weight=o.prior_weight,
+            unmask_schedule=read_schedule(o.unmask_schedule) if o.unmask_schedule else None,
+            cf_embeddings=o.cf_embeddings,
+            edit_tokens=read_latents(o.edit_tokens, "--edit-tokens") if o.edit_tokens else None,
+            edit_image=read_bytes("--edit-image", o.edit_image) if o.edit_image else None,
+            strength=o.strength,
+            mask_image=read_bytes("--mask", o.mask) if o.mask else None,
+        )
         bar = None if o.quiet else ProgressBar()
         seed = o.seed
         with Client(o.server) as client:
@@ -207,6 +297,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 initial_latents=latents,
                 image_format=o.format,
                 image_quality=o.quality,
+                **options,
             )
             with stream:
                 for event in stream:
@@ -224,7 +315,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     except InvalidArgumentError as e:
         field = e.field
-        flag = FIELD_FLAGS.get(field.split("[")[0].split(".")[0]) if field else None
+        flag = None
+        if field:
+            path = field.split("[")[0]
+            flag = FIELD_FLAGS.get(path) or FIELD_FLAGS.get(path.split(".")[0])
         where = f"{flag} ({field})" if flag else (field or "request")
         print(f"error: {where}: {e.message}", file=sys.stderr)
         return 2

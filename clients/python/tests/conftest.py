@@ -5,6 +5,8 @@ The server is not built here: run `dotnet build src/VqDiffusion.Server` (or the 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -24,6 +26,8 @@ from vqdiffusion_client import Client, VqDiffusionError  # noqa: E402
 SERVER_DLL = os.path.join(REPO_ROOT, "src", "VqDiffusion.Server", "bin", "Debug", "net10.0", "VqDiffusion.Server.dll")
 TINY_MODEL = os.path.join(REPO_ROOT, "models", "tiny-ithq")
 GOLDEN_PNG = os.path.join(REPO_ROOT, "tests", "fixtures", "tiny-ithq", "golden", "png")
+# The improved golden set (original VQ-Diffusion samplers); VQD_IMPROVED_GOLDEN selects another set built the same way.
+IMPROVED_GOLDEN = os.environ.get("VQD_IMPROVED_GOLDEN") or os.path.join(REPO_ROOT, "tests", "fixtures", "improved-tiny", "golden")
 
 
 def _free_port() -> int:
@@ -43,8 +47,9 @@ class ServerProcess:
             return f.read()[-chars:]
 
 
-@pytest.fixture(scope="session")
-def server():
+@contextlib.contextmanager
+def _running_server(model_path: str):
+    """A server process with ``model_path`` on a free loopback port, until the block ends."""
     if not os.path.isfile(SERVER_DLL):
         pytest.fail(
             f"{SERVER_DLL} is missing: build the server first (dotnet build src/VqDiffusion.Server, "
@@ -55,7 +60,7 @@ def server():
     address = f"http://127.0.0.1:{port}"
     log = tempfile.NamedTemporaryFile(prefix="vqd-server-", suffix=".log", delete=False)
     process = subprocess.Popen(
-        ["dotnet", SERVER_DLL, "--urls", address, f"--Model:Path={TINY_MODEL}"],
+        ["dotnet", SERVER_DLL, "--urls", address, f"--Model:Path={model_path}"],
         cwd=REPO_ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -87,6 +92,35 @@ def server():
             process.wait()
         log.close()
         os.unlink(log.name)
+
+
+@pytest.fixture(scope="session")
+def server():
+    with _running_server(TINY_MODEL) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def improved_server(server):
+    """A server with the model of the improved golden set (the same process when it is the tiny model)."""
+    model = improved_model_path()
+    if os.path.realpath(model) == os.path.realpath(TINY_MODEL):
+        yield server
+        return
+    with _running_server(model) as srv:
+        yield srv
+
+
+def improved_model_path() -> str:
+    """The improved golden set's model: models/<name> when shipped, else the manifest's path."""
+    with open(os.path.join(IMPROVED_GOLDEN, "manifest.json"), encoding="utf-8") as f:
+        model = json.load(f)["model"]
+    parts = model.replace("\\", "/").rstrip("/").split("/")
+    name = parts[-2] if parts[-1] == "model" and len(parts) > 1 else parts[-1]
+    for candidate in (os.path.join(REPO_ROOT, "models", name), os.path.join(REPO_ROOT, model), os.path.join(REPO_ROOT, "..", model)):
+        if os.path.isfile(os.path.join(candidate, "model_index.json")):
+            return os.path.abspath(candidate)
+    raise FileNotFoundError(f"the improved golden set's model {model} is not in models/{name}")
 
 
 @pytest.fixture()

@@ -12,12 +12,16 @@ from ._generated.vqdiffusion.v1 import vqdiffusion_pb2 as pb
 from ._generated.vqdiffusion.v1 import vqdiffusion_pb2_grpc as pb_grpc
 from .errors import VqDiffusionError, from_rpc_error
 from .events import (
+    CF_EMBEDDINGS,
+    PRIORS,
+    SAMPLERS,
     Completed,
     Event,
     Image,
     ImageFormatLike,
     Progress,
     SnapshotOptions,
+    enum_value,
     event_from_proto,
     image_format_value,
 )
@@ -154,8 +158,26 @@ class Client:
         image_quality: Optional[int] = None,
         snapshots: Optional[Union[SnapshotOptions, pb.SnapshotOptions]] = None,
         request_id: Optional[str] = None,
+        sampler: Optional[Union[str, int]] = None,
+        speed: Optional[float] = None,
+        prior: Optional[Union[str, int]] = None,
+        prior_weight: Optional[float] = None,
+        unmask_schedule: Optional[Sequence[int]] = None,
+        cf_embeddings: Optional[Union[str, int]] = None,
+        edit_tokens: Optional[Iterable[Any]] = None,
+        edit_image: Optional[bytes] = None,
+        strength: Optional[float] = None,
+        mask: Optional[Sequence[bool]] = None,
+        mask_image: Optional[bytes] = None,
     ) -> pb.GenerateRequest:
-        """The GenerateRequest for these arguments; None leaves a field to the server default."""
+        """The GenerateRequest for these arguments; None leaves a field to the server default.
+
+        Sampler options (``vqd generate`` flags): ``sampler`` "diffusers" | "vq-diffusion", ``speed`` (the
+        original's infer_speed: >= 2 fast, < 1 high-quality), ``prior`` "none" | "high-quality" | "purity",
+        ``prior_weight``, ``unmask_schedule`` (tokens per timestep, index = t), ``cf_embeddings``
+        "learned" | "empty-prompt". Editing: ``edit_tokens`` ([images][H*W], flat or nested) or ``edit_image``
+        (encoded bytes), with ``strength`` in (0, 1] and/or ``mask`` (H*W booleans, True = regenerate) or
+        ``mask_image`` (PNG bytes, white = regenerate)."""
         if isinstance(prompts, str):
             prompts = [prompts]
         request = pb.GenerateRequest(prompts=list(prompts), image_format=image_format_value(image_format))
@@ -179,6 +201,34 @@ class Client:
             request.snapshots.CopyFrom(snapshots.to_proto() if isinstance(snapshots, SnapshotOptions) else snapshots)
         if request_id is not None:
             request.request_id = request_id
+        if any(v is not None for v in (sampler, speed, prior, prior_weight, unmask_schedule, cf_embeddings)):
+            options = request.sampler
+            options.SetInParent()
+            if sampler is not None:
+                options.kind = enum_value("sampler", SAMPLERS, sampler)
+            if speed is not None:
+                options.speed = speed
+            if prior is not None:
+                options.prior = enum_value("prior", PRIORS, prior)
+            if prior_weight is not None:
+                options.prior_weight = prior_weight
+            if unmask_schedule is not None:
+                options.unmask_schedule.extend(int(n) for n in unmask_schedule)
+            if cf_embeddings is not None:
+                options.classifier_free_embeddings = enum_value("cf_embeddings", CF_EMBEDDINGS, cf_embeddings)
+        if any(v is not None for v in (edit_tokens, edit_image, strength, mask, mask_image)):
+            edit = request.edit
+            edit.SetInParent()
+            if edit_tokens is not None:
+                edit.source_tokens.extend(_flatten(edit_tokens))
+            if edit_image is not None:
+                edit.source_image = bytes(edit_image)
+            if strength is not None:
+                edit.strength = strength
+            if mask is not None:
+                edit.mask.extend(bool(m) for m in mask)
+            if mask_image is not None:
+                edit.mask_image = bytes(mask_image)
         return request
 
     def generate(
@@ -196,10 +246,12 @@ class Client:
         snapshots: Optional[Union[SnapshotOptions, pb.SnapshotOptions]] = None,
         request_id: Optional[str] = None,
         timeout: Optional[float] = None,
+        **options: Any,
     ) -> GenerateStream:
         """Starts a Generate call and returns its event stream (Queued, Started, Progress,
         Snapshot, Image, Completed). ``initial_latents`` may be flat or nested ([images][H*W]);
-        ``timeout`` is the call's deadline in seconds."""
+        ``timeout`` is the call's deadline in seconds; the sampler and edit ``options`` are those of
+        ``build_request``."""
         request = self.build_request(
             prompts,
             num_inference_steps=num_inference_steps,
@@ -212,6 +264,7 @@ class Client:
             image_quality=image_quality,
             snapshots=snapshots,
             request_id=request_id,
+            **options,
         )
         return GenerateStream(self._stub.Generate(request, timeout=timeout))
 

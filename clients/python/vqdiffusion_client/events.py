@@ -25,6 +25,22 @@ _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 ImageFormatLike = Union[str, int]
 
+# Names of the sampler options, as on the command line (vqd generate --sampler/--prior/--cf-embeddings).
+SAMPLERS = {"diffusers": pb.SAMPLER_KIND_DIFFUSERS, "vq-diffusion": pb.SAMPLER_KIND_VQ_DIFFUSION}
+PRIORS = {"none": pb.UNMASK_PRIOR_NONE, "high-quality": pb.UNMASK_PRIOR_HIGH_QUALITY, "purity": pb.UNMASK_PRIOR_PURITY}
+CF_EMBEDDINGS = {"learned": pb.CLASSIFIER_FREE_EMBEDDINGS_LEARNED, "empty-prompt": pb.CLASSIFIER_FREE_EMBEDDINGS_EMPTY_PROMPT}
+_SAMPLER_NAMES = {pb.SAMPLER_KIND_UNSPECIFIED: "diffusers", pb.SAMPLER_KIND_DIFFUSERS: "diffusers", pb.SAMPLER_KIND_VQ_DIFFUSION: "vq-diffusion"}
+_PRIOR_NAMES = {pb.UNMASK_PRIOR_UNSPECIFIED: "none", pb.UNMASK_PRIOR_NONE: "none", pb.UNMASK_PRIOR_HIGH_QUALITY: "high-quality", pb.UNMASK_PRIOR_PURITY: "purity"}
+
+
+def enum_value(kind: str, table: dict, name: Optional[Union[str, int]]) -> int:
+    """A sampler/prior/cf-embeddings name (or its enum value) -> the enum value."""
+    if isinstance(name, int) and not isinstance(name, bool):
+        return name
+    if isinstance(name, str) and name.lower() in table:
+        return table[name.lower()]
+    raise ValueError(f"{kind} must be one of {', '.join(table)}, got {name!r}")
+
 
 def image_format_value(fmt: Optional[ImageFormatLike]) -> int:
     """"png" | "jpeg" | "jpg" | "webp" (or an ImageFormat enum value) -> the ImageFormat enum value."""
@@ -88,6 +104,12 @@ class Started:
     image_format: str
     queue_wait: timedelta
     raw: pb.StartedEvent = field(repr=False, compare=False)
+    # Progress events to expect (network calls); the vq-diffusion sampler's speed and prior set them.
+    total_steps: int = 0
+    sampler: str = "diffusers"
+    speed: float = 1.0
+    prior: str = "none"
+    edit_strength: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +198,11 @@ def event_from_proto(response: pb.GenerateResponse) -> Optional[Event]:
             image_format=_FORMAT_NAMES.get(e.image_format, "png"),
             queue_wait=_duration(e.queue_wait),
             raw=e,
+            total_steps=e.total_steps or e.num_inference_steps,
+            sampler=_SAMPLER_NAMES.get(e.sampler, "diffusers"),
+            speed=e.speed or 1.0,
+            prior=_PRIOR_NAMES.get(e.prior, "none"),
+            edit_strength=e.edit_strength if e.HasField("edit_strength") else None,
         )
     if kind == "progress":
         e = response.progress

@@ -4,11 +4,22 @@
 // the server's batch order, a progress bar on stderr; bad input exits 2 with one `error: ...` line.
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { ImageFormat, VqDiffusionClient, VqDiffusionError, type GenerateRequestInit } from "../src/index.js";
+import {
+  ClassifierFreeEmbeddings,
+  ImageFormat,
+  SamplerKind,
+  UnmaskPrior,
+  VqDiffusionClient,
+  VqDiffusionError,
+  type GenerateRequestInit,
+} from "../src/index.js";
 
 const USAGE =
   "usage: generate --server URL --prompt TEXT [--prompt TEXT ...] [--steps N] [--guidance-scale G]\n" +
   "                [--truncation-rate R] [--images-per-prompt K] [--seed S] [--latents FILE]\n" +
+  "                [--sampler diffusers|vq-diffusion] [--speed S] [--prior none|high-quality|purity]\n" +
+  "                [--prior-weight W] [--unmask-schedule FILE] [--cf-embeddings learned|empty-prompt]\n" +
+  "                [--edit-tokens FILE | --edit-image FILE] [--strength R] [--mask FILE]\n" +
   "                [--format png|jpeg|webp] [--quality Q] [--quiet] --output DIR\n" +
   "defaults (the server's): --steps 100 --guidance-scale 5.0 --truncation-rate 1.0 --images-per-prompt 1;\n" +
   "seed random (printed); format png; quality 90 (jpeg/webp).\n" +
@@ -29,6 +40,32 @@ interface Options {
   quality?: number;
   output?: string;
   quiet: boolean;
+  sampler?: SamplerKind;
+  speed?: number;
+  prior?: UnmaskPrior;
+  priorWeight?: number;
+  unmaskSchedule?: string;
+  cfEmbeddings?: ClassifierFreeEmbeddings;
+  editTokens?: string;
+  editImage?: string;
+  strength?: number;
+  mask?: string;
+}
+
+const SAMPLERS: Record<string, SamplerKind> = { diffusers: SamplerKind.DIFFUSERS, "vq-diffusion": SamplerKind.VQ_DIFFUSION };
+const PRIORS: Record<string, UnmaskPrior> = { none: UnmaskPrior.NONE, "high-quality": UnmaskPrior.HIGH_QUALITY, purity: UnmaskPrior.PURITY };
+const CF_EMBEDDINGS: Record<string, ClassifierFreeEmbeddings> = {
+  learned: ClassifierFreeEmbeddings.LEARNED,
+  "empty-prompt": ClassifierFreeEmbeddings.EMPTY_PROMPT,
+};
+
+function choice<T>(flag: string, value: string, table: Record<string, T>): T {
+  const v = table[value.toLowerCase()];
+  if (v === undefined) {
+    const names = Object.keys(table);
+    throw new UsageError(`${flag} must be ${names.slice(0, -1).join(", ")} or ${names.at(-1)}, got '${value}'.`);
+  }
+  return v;
 }
 
 const LOCAL_ONLY = new Set(["--model", "--device", "--dtype", "--variant"]);
@@ -111,6 +148,36 @@ export function parseArgs(args: string[]): Options {
       case "--quiet":
         o.quiet = true;
         break;
+      case "--sampler":
+        o.sampler = choice(flag, value(), SAMPLERS);
+        break;
+      case "--speed":
+        o.speed = parseFloat32(flag, value());
+        break;
+      case "--prior":
+        o.prior = choice(flag, value(), PRIORS);
+        break;
+      case "--prior-weight":
+        o.priorWeight = parseFloat32(flag, value());
+        break;
+      case "--unmask-schedule":
+        o.unmaskSchedule = value();
+        break;
+      case "--cf-embeddings":
+        o.cfEmbeddings = choice(flag, value(), CF_EMBEDDINGS);
+        break;
+      case "--edit-tokens":
+        o.editTokens = value();
+        break;
+      case "--edit-image":
+        o.editImage = value();
+        break;
+      case "--strength":
+        o.strength = parseFloat32(flag, value());
+        break;
+      case "--mask":
+        o.mask = value();
+        break;
       case "--help":
       case "-h":
         process.stdout.write(USAGE + "\n");
@@ -120,32 +187,58 @@ export function parseArgs(args: string[]): Options {
         throw new UsageError(`unknown option '${args[i]}'.`);
     }
   }
+  if (o.editTokens && o.editImage) throw new UsageError("--edit-tokens and --edit-image cannot be used together (one source).");
+  if ((o.strength !== undefined || o.mask) && !o.editTokens && !o.editImage) {
+    throw new UsageError("--strength and --mask edit a source: give --edit-tokens FILE or --edit-image FILE.");
+  }
   if (!o.server) throw new UsageError("--server URL is required (e.g. http://127.0.0.1:50051).");
   if (o.prompts.length === 0) throw new UsageError("at least one --prompt is required.");
   if (!o.output) throw new UsageError("--output DIR is required.");
   return o;
 }
 
-async function readLatents(file: string): Promise<number[]> {
+async function readLatents(file: string, flag = "--latents"): Promise<number[]> {
   let json: unknown;
   try {
     json = JSON.parse(await readFile(file, "utf8"));
   } catch (err) {
-    throw new UsageError(`--latents: cannot read '${file}': ${(err as Error).message}`);
+    throw new UsageError(`${flag}: cannot read '${file}': ${(err as Error).message}`);
   }
   if (!Array.isArray(json) || !json.every((row) => Array.isArray(row))) {
-    throw new UsageError("--latents: expected a JSON array of integer arrays, shape [images, H*W].");
+    throw new UsageError(`${flag}: expected a JSON array of integer arrays, shape [images, H*W].`);
   }
   const flat: number[] = [];
   for (const row of json as unknown[][]) {
     for (const v of row) {
       if (typeof v !== "number" || !Number.isInteger(v) || Math.abs(v) > 2147483647) {
-        throw new UsageError(`--latents: every token must be an integer, got ${JSON.stringify(v)}.`);
+        throw new UsageError(`${flag}: every token must be an integer, got ${JSON.stringify(v)}.`);
       }
       flat.push(v);
     }
   }
   return flat;
+}
+
+/** --unmask-schedule FILE: a JSON array of integers, tokens per timestep (index = t). */
+async function readSchedule(file: string): Promise<number[]> {
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(file, "utf8"));
+  } catch (err) {
+    throw new UsageError(`--unmask-schedule: cannot read '${file}': ${(err as Error).message}`);
+  }
+  if (!Array.isArray(json) || !json.every((v) => typeof v === "number" && Number.isInteger(v))) {
+    throw new UsageError("--unmask-schedule: expected a JSON array of integers (one per timestep, index = t).");
+  }
+  return json as number[];
+}
+
+async function readBytes(flag: string, file: string): Promise<Uint8Array> {
+  try {
+    return await readFile(file);
+  } catch (err) {
+    throw new UsageError(`${flag}: cannot read '${file}': ${(err as Error).message}`);
+  }
 }
 
 /** Command-line flag of a GenerateRequest field path, for error messages. */
@@ -159,10 +252,22 @@ const FLAG_OF: Record<string, string> = {
   initial_latents: "--latents",
   image_format: "--format",
   image_quality: "--quality",
+  "sampler.kind": "--sampler",
+  "sampler.speed": "--speed",
+  "sampler.prior": "--prior",
+  "sampler.prior_weight": "--prior-weight",
+  "sampler.unmask_schedule": "--unmask-schedule",
+  "sampler.classifier_free_embeddings": "--cf-embeddings",
+  "edit.source_tokens": "--edit-tokens",
+  "edit.source_image": "--edit-image",
+  "edit.strength": "--strength",
+  "edit.mask": "--mask",
+  "edit.mask_image": "--mask",
 };
 
 function flagOf(field: string): string | undefined {
-  return FLAG_OF[field.replace(/\[\d+\]$/, "").split(".")[0]!];
+  const path = field.replace(/\[\d+\]$/, "");
+  return FLAG_OF[path] ?? FLAG_OF[path.split(".")[0]!];
 }
 
 function progressBar(done: number, total: number): string {
@@ -190,6 +295,24 @@ async function main(argv: string[]): Promise<number> {
     imageFormat: FORMAT[o.format],
     imageQuality: o.quality ?? 0,
   };
+  if (o.sampler !== undefined || o.speed !== undefined || o.prior !== undefined || o.priorWeight !== undefined || o.unmaskSchedule || o.cfEmbeddings !== undefined) {
+    request.sampler = {
+      kind: o.sampler,
+      speed: o.speed,
+      prior: o.prior,
+      priorWeight: o.priorWeight,
+      unmaskSchedule: o.unmaskSchedule ? await readSchedule(o.unmaskSchedule) : [],
+      classifierFreeEmbeddings: o.cfEmbeddings,
+    };
+  }
+  if (o.editTokens || o.editImage) {
+    request.edit = {
+      sourceTokens: o.editTokens ? await readLatents(o.editTokens, "--edit-tokens") : [],
+      sourceImage: o.editImage ? await readBytes("--edit-image", o.editImage) : undefined,
+      strength: o.strength,
+      maskImage: o.mask ? await readBytes("--mask", o.mask) : undefined,
+    };
+  }
   const client = new VqDiffusionClient(o.server!);
   const abort = new AbortController();
   const onSigint = () => abort.abort();

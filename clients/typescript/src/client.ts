@@ -8,6 +8,8 @@ import {
   GetModelInfoRequestSchema,
   GetModelInfoResponseSchema,
   ImageFormat,
+  SamplerKind,
+  UnmaskPrior,
   type GenerateResponse,
   type GetModelInfoResponse,
 } from "./gen/vqdiffusion/v1/vqdiffusion_pb.js";
@@ -18,7 +20,9 @@ export const DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH = 64 * 1024 * 1024;
 
 /**
  * A `GenerateRequest` as a plain object (camelCase field names of vqdiffusion.v1); unset fields take
- * the server's defaults. `seed` may be a bigint or a safe integer number.
+ * the server's defaults. `seed` may be a bigint or a safe integer number. The sampler and edit options
+ * are `sampler: { kind: SamplerKind.VQ_DIFFUSION, speed, prior, priorWeight, unmaskSchedule,
+ * classifierFreeEmbeddings }` and `edit: { sourceTokens | sourceImage, strength, mask | maskImage }`.
  */
 export type GenerateRequestInit = Omit<MessageInitShape<typeof GenerateRequestSchema>, "seed" | "$typeName"> & {
   seed?: bigint | number;
@@ -63,6 +67,14 @@ export interface StartedEvent {
   numImages: number;
   imageFormat: ImageFormat;
   queueWaitMs: number;
+  /** Progress events to expect (network calls); the vq-diffusion sampler's speed and prior set them. */
+  totalSteps: number;
+  sampler: SamplerKind;
+  speed: number;
+  /** The prior in effect (HIGH_QUALITY for a vq-diffusion speed below 1 without one). */
+  prior: UnmaskPrior;
+  /** The edit's strength, when the request noises a source. */
+  editStrength: number | undefined;
 }
 
 export interface ProgressEvent {
@@ -145,6 +157,11 @@ export function toEvent(msg: GenerateResponse): GenerateEvent {
         numImages: v.numImages,
         imageFormat: v.imageFormat,
         queueWaitMs: durationMs(v.queueWait),
+        totalSteps: v.totalSteps || v.numInferenceSteps,
+        sampler: v.sampler,
+        speed: v.speed || 1,
+        prior: v.prior,
+        editStrength: v.editStrength,
       };
     }
     case "progress":

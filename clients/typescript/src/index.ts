@@ -2,6 +2,9 @@ export * from "./client.js";
 export * from "./errors.js";
 export {
   ImageFormat,
+  SamplerKind,
+  UnmaskPrior,
+  ClassifierFreeEmbeddings,
   GenerateRequestSchema,
   GenerateResponseSchema,
   GetModelInfoResponseSchema,
@@ -11,4 +14,9 @@ export {
   type GetModelInfoResponse,
   type ServerLimits,
   type SnapshotOptions,
+  type SamplerOptions,
+  type EditOptions,
+  type SamplerInfo,
+  type SpeedInfo,
+  type UnmaskScheduleInfo,
 } from "./gen/vqdiffusion/v1/vqdiffusion_pb.js";

@@ -28,7 +28,7 @@ function freePort(): Promise<number> {
   });
 }
 
-export async function startServer(timeoutMs = 120_000): Promise<TestServer> {
+export async function startServer(timeoutMs = 120_000, modelDir = MODEL_DIR): Promise<TestServer> {
   if (!existsSync(SERVER_DLL)) {
     throw new Error(
       `server build not found: ${SERVER_DLL}\nbuild it first: (cd ${REPO_ROOT} && dotnet build src/VqDiffusion.Server)`,
@@ -38,7 +38,7 @@ export async function startServer(timeoutMs = 120_000): Promise<TestServer> {
   const address = `http://127.0.0.1:${port}`;
   const child: ChildProcess = spawn(
     "dotnet",
-    [SERVER_DLL, "--urls", address, `--Model:Path=${MODEL_DIR}`, "--Logging:LogLevel:Default=Warning"],
+    [SERVER_DLL, "--urls", address, `--Model:Path=${modelDir}`, "--Logging:LogLevel:Default=Warning"],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
   let output = "";

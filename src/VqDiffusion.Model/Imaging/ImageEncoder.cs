@@ -110,4 +110,33 @@ public static class ImageEncoder
 
         return (decoded.Width, decoded.Height, rgb);
     }
+
+    /// <summary>
+    /// Decodes an encoded image (PNG …) to an 8-bit RGB <see cref="RgbImage"/>; throws <see cref="ArgumentException"/>
+    /// for bytes that are not a decodable image.
+    /// </summary>
+    public static RgbImage DecodeImage(byte[] encoded)
+    {
+        var (width, height, rgb) = DecodeRgb(encoded);
+        return new RgbImage(width, height, rgb);
+    }
+
+    /// <summary>
+    /// Decodes an inpainting mask image: a pixel is masked (regenerate) where any of its red, green or blue values is
+    /// at least 128 (white on black; alpha is ignored).
+    /// </summary>
+    public static PixelMask DecodeMask(byte[] encoded)
+    {
+        var (width, height, rgb) = DecodeRgb(encoded);
+        var masked = new bool[width * height];
+        for (int i = 0; i < masked.Length; i++)
+        {
+            masked[i] = rgb[i * 3] >= MaskThreshold || rgb[(i * 3) + 1] >= MaskThreshold || rgb[(i * 3) + 2] >= MaskThreshold;
+        }
+
+        return new PixelMask(width, height, masked);
+    }
+
+    /// <summary>A mask pixel with any channel at or above this value is masked.</summary>
+    public const byte MaskThreshold = 128;
 }

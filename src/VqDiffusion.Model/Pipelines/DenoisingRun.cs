@@ -1,48 +1,67 @@
 using System.Diagnostics;
 using TorchSharp;
-using VqDiffusion.Model.Transformers;
+using VqDiffusion.Model.Pipelines.Samplers;
 using static TorchSharp.torch;
 
 namespace VqDiffusion.Model.Pipelines;
 
 /// <summary>
-/// The state of one request between denoising steps: its prompt embeddings, current sample, CPU
-/// generator and position in the timesteps. <see cref="Step"/> advances it by one timestep, so a
-/// scheduler can interleave (and later batch) steps of several runs; noise always comes from the
-/// run's own generator, so results never depend on what else runs.
+/// The state of one request between denoising steps: its current sample, CPU generator, the sampler family's run
+/// state (prompt embeddings, plan of steps) and, when inpainting, the source tokens to keep. <see cref="Step"/>
+/// advances it by one step (one network evaluation of the batch), so a scheduler can interleave (and batch) steps of
+/// several runs; noise always comes from the run's own generator, so results never depend on what else runs.
+/// The sample is kept in the sampler's row order; everything a caller reads is prompt-major.
 /// </summary>
 public sealed class DenoisingRun : IDisposable
 {
     private readonly VQDiffusionPipeline _pipeline;
-    private readonly Tensor _promptEmbeds;
     private readonly torch.Generator _generator;
-    private readonly long[] _timesteps;
+    private readonly ISamplerRun _sampler;
+    private readonly int[] _rowOrder;
+    private readonly Tensor? _outputRows;
+    private readonly InpaintingMask? _inpainting;
     private Tensor _sample;
     private Tensor? _predictedX0;
     private bool _disposed;
 
-    internal DenoisingRun(VQDiffusionPipeline pipeline, GenerationRequest request, ulong seed, Tensor promptEmbeds, Tensor sample, long[] timesteps)
+    internal DenoisingRun(
+        VQDiffusionPipeline pipeline,
+        GenerationRequest request,
+        ulong seed,
+        torch.Generator generator,
+        Tensor sample,
+        ISamplerRun sampler,
+        int[] rowOrder,
+        InpaintingMask? inpainting)
     {
         _pipeline = pipeline;
         Request = request;
         Seed = seed;
-        _promptEmbeds = promptEmbeds;
+        _generator = generator;
         _sample = sample;
-        _timesteps = timesteps;
-        _generator = new torch.Generator(seed, CPU);
+        _sampler = sampler;
+        _rowOrder = rowOrder;
+        _inpainting = inpainting;
+        bool identity = rowOrder.Select((row, i) => row == i).All(same => same);
+        _outputRows = identity ? null : tensor(rowOrder.Select(r => (long)r).ToArray(), ScalarType.Int64).to(sample.device);
     }
 
+    /// <summary>The request with its defaults filled in (the values this run uses).</summary>
     public GenerationRequest Request { get; }
 
     public ulong Seed { get; }
 
-    public IReadOnlyList<long> Timesteps => _timesteps;
+    /// <summary>
+    /// The timestep of every planned step, in order (a timestep repeats when the prior needs several network calls);
+    /// a copy, so it can be read on another thread while the run steps.
+    /// </summary>
+    public IReadOnlyList<long> Timesteps => _sampler.Timesteps.ToArray();
 
     public int CompletedSteps { get; private set; }
 
-    public int TotalSteps => _timesteps.Length;
+    public int TotalSteps => _sampler.Timesteps.Count;
 
-    public bool IsDone => CompletedSteps == _timesteps.Length;
+    public bool IsDone => _sampler.IsDone;
 
     /// <summary>
     /// Whether each step keeps the argmax of its predicted x0, which <see cref="StepContext.Preview"/> needs
@@ -52,8 +71,21 @@ public sealed class DenoisingRun : IDisposable
 
     public int BatchSize => Request.BatchSize;
 
-    /// <summary>Whether guidance may be mixed inside <see cref="LogPx0Kernel"/> (default true; off for the tests that compare).</summary>
-    internal bool FusedGuidance { get; set; } = true;
+    /// <summary>Whether guidance may be mixed inside the log-softmax kernel (diffusers' sampler; default true; off for the tests that compare).</summary>
+    internal bool FusedGuidance
+    {
+        get => (_sampler as DiffusersSamplerRun)?.FusedGuidance ?? false;
+        set
+        {
+            if (_sampler is DiffusersSamplerRun diffusers)
+            {
+                diffusers.FusedGuidance = value;
+            }
+        }
+    }
+
+    /// <summary>Observes the network inputs, predictions, posteriors and multinomial picks (for the tests).</summary>
+    internal ISamplingTrace? Trace { get; set; }
 
     public int LatentHeight => _pipeline.transformer.Height;
 
@@ -61,34 +93,27 @@ public sealed class DenoisingRun : IDisposable
 
     public int MaskClass => _pipeline.transformer.NumVectorEmbeds - 1;
 
-    private bool DoClassifierFreeGuidance => Request.GuidanceScale > 1.0f;
-
-    /// <summary>Rows this run adds to a transformer forward: its images, twice with guidance.</summary>
-    public int ForwardRows => DoClassifierFreeGuidance ? 2 * BatchSize : BatchSize;
+    /// <summary>Rows one transformer forward of this run takes: its images, twice with diffusers' guidance.</summary>
+    public int ForwardRows => _sampler.ForwardRows;
 
     /// <summary>Runs the next denoising step and returns what it did.</summary>
     public StepContext Step()
     {
         EnsureNotDone();
-        long t = _timesteps[CompletedSteps];
-        long t0 = Stopwatch.GetTimestamp();
         using (no_grad())
         using (var scope = NewDisposeScope())
         {
-            Tensor modelInput = ModelInput();
-            using Tensor timestep = tensor(t, dtype: ScalarType.Int64, device: modelInput.device);
-            Tensor logits = _pipeline.transformer.ForwardLogits(modelInput, _promptEmbeds, timestep);
-            return CompleteStep(logits, t0, Stopwatch.GetTimestamp());
+            return Advance(_sampler.Step(_sample, _generator, TrackPredictedX0, Trace));
         }
     }
 
     /// <summary>
-    /// The next step of several runs of one pipeline with a single transformer forward: their inputs are
-    /// concatenated along the batch with a per-sample timestep (AdaLayerNorm's <c>[B, 1]</c> form), and each run
-    /// finishes its own step (guidance, truncation, posterior, noise from its own generator) on its rows. The
-    /// larger matrix products round differently from a run's own forward, so tokens can differ from running it
-    /// alone at near-ties (see the README). A run whose own part fails gets its exception; a failing forward fails
-    /// every run.
+    /// The next step of several runs of one pipeline with a single transformer forward where their samplers allow it
+    /// (diffusers' sampler): their inputs are concatenated along the batch with a per-sample timestep (AdaLayerNorm's
+    /// <c>[B, 1]</c> form), and each run finishes its own step (guidance, truncation, posterior, noise from its own
+    /// generator) on its rows. The larger matrix products round differently from a run's own forward, so tokens can
+    /// differ from running it alone at near-ties (see the README). Runs of other samplers step alone. A run whose own
+    /// part fails gets its exception; a failing shared forward fails every run that shares it.
     /// </summary>
     public static IReadOnlyList<(StepContext? Step, Exception? Error)> StepTogether(IReadOnlyList<DenoisingRun> runs)
     {
@@ -100,6 +125,41 @@ public sealed class DenoisingRun : IDisposable
         }
 
         VQDiffusionPipeline pipeline = runs[0]._pipeline;
+        var shared = new List<int>();
+        for (int i = 0; i < runs.Count; i++)
+        {
+            if (runs[i]._pipeline != pipeline)
+            {
+                throw new ArgumentException("All runs must belong to one pipeline.", nameof(runs));
+            }
+
+            if (runs[i]._sampler is ISharedForwardRun)
+            {
+                shared.Add(i);
+            }
+            else
+            {
+                try
+                {
+                    results[i] = (runs[i].Step(), null);
+                }
+                catch (Exception ex)
+                {
+                    results[i] = (null, ex);
+                }
+            }
+        }
+
+        if (shared.Count > 0)
+        {
+            StepShared(pipeline, shared.Select(i => runs[i]).ToList(), shared, results);
+        }
+
+        return results;
+    }
+
+    private static void StepShared(VQDiffusionPipeline pipeline, List<DenoisingRun> runs, List<int> slots, (StepContext?, Exception?)[] results)
+    {
         long t0 = Stopwatch.GetTimestamp();
         using (no_grad())
         using (var scope = NewDisposeScope())
@@ -114,17 +174,13 @@ public sealed class DenoisingRun : IDisposable
                 for (int i = 0; i < runs.Count; i++)
                 {
                     DenoisingRun run = runs[i];
-                    if (run._pipeline != pipeline)
-                    {
-                        throw new ArgumentException("All runs must belong to one pipeline.", nameof(runs));
-                    }
-
                     run.EnsureNotDone();
-                    Tensor input = run.ModelInput();
+                    var sampler = (ISharedForwardRun)run._sampler;
+                    Tensor input = sampler.ForwardInput(run._sample);
                     rows[i] = (int)input.shape[0];
                     inputs.Add(input);
-                    embeds.Add(run._promptEmbeds);
-                    timesteps.AddRange(Enumerable.Repeat(run._timesteps[run.CompletedSteps], rows[i]));
+                    embeds.Add(sampler.ForwardEmbeddings);
+                    timesteps.AddRange(Enumerable.Repeat(sampler.NextTimestep, rows[i]));
                 }
 
                 Tensor latents = cat(inputs, 0);
@@ -134,28 +190,50 @@ public sealed class DenoisingRun : IDisposable
             }
             catch (Exception ex)
             {
-                Array.Fill(results, (null, ex));
-                return results;
+                foreach (int slot in slots)
+                {
+                    results[slot] = (null, ex);
+                }
+
+                return;
             }
 
             long t1 = Stopwatch.GetTimestamp();
             int offset = 0;
             for (int i = 0; i < runs.Count; i++)
             {
+                DenoisingRun run = runs[i];
                 try
                 {
-                    results[i] = (runs[i].CompleteStep(logits.narrow(0, offset, rows[i]), t0, t1), null);
+                    var sampler = (ISharedForwardRun)run._sampler;
+                    results[slots[i]] = (run.Advance(sampler.Complete(logits.narrow(0, offset, rows[i]), run._sample, run._generator, run.TrackPredictedX0, t0, t1)), null);
                 }
                 catch (Exception ex)
                 {
-                    results[i] = (null, ex);
+                    results[slots[i]] = (null, ex);
                 }
 
                 offset += rows[i];
             }
         }
+    }
 
-        return results;
+    /// <summary>Takes a sampler step's result as the new state (inpainting keeps the source outside the mask).</summary>
+    private StepContext Advance(SamplerStep step)
+    {
+        Tensor next = step.Next;
+        if (_inpainting is not null)
+        {
+            next = _inpainting.Apply(step.Next).DetachFromDisposeScope();
+            step.Next.Dispose();
+        }
+
+        _sample.Dispose();
+        _sample = next;
+        _predictedX0?.Dispose();
+        _predictedX0 = step.PredictedX0;
+        CompletedSteps++;
+        return new StepContext(this, CompletedSteps, step.Timestep, step.Phases);
     }
 
     private void EnsureNotDone()
@@ -167,73 +245,16 @@ public sealed class DenoisingRun : IDisposable
         }
     }
 
-    /// <summary>The transformer's input for this step: the sample, twice with guidance.</summary>
-    private Tensor ModelInput() => DoClassifierFreeGuidance ? cat([_sample, _sample], 0) : _sample;
-
-    /// <summary>
-    /// Everything after the transformer's blocks for this run's <paramref name="logits"/> rows: log-softmax,
-    /// guidance, truncation, the scheduler step. Loop-carried tensors are detached from every dispose scope.
-    /// </summary>
-    private StepContext CompleteStep(Tensor logits, long t0, long t1)
-    {
-        long t = _timesteps[CompletedSteps];
-        long t2, t3, t4;
-        using (var scope = NewDisposeScope())
-        {
-            // log p(x0), with guidance mixed in on the way out where the CPU kernel runs.
-            Tensor? modelOutput = DoClassifierFreeGuidance && FusedGuidance ? LogPx0Kernel.TryGuided(logits, Request.GuidanceScale) : null;
-            bool mixed = modelOutput is not null;
-            modelOutput ??= Transformer2DModel.LogPx0(logits);
-            t2 = Stopwatch.GetTimestamp();
-            if (DoClassifierFreeGuidance)
-            {
-                if (!mixed)
-                {
-                    Tensor[] chunks = modelOutput.chunk(2, 0);
-                    Tensor uncond = chunks[0];
-                    Tensor text = chunks[1];
-                    modelOutput = uncond + (Request.GuidanceScale * (text - uncond));
-                }
-
-                modelOutput = modelOutput - modelOutput.logsumexp(1, keepdim: true);
-            }
-
-            t3 = Stopwatch.GetTimestamp();
-            modelOutput = VQDiffusionPipeline.Truncate(modelOutput, Request.TruncationRate, clampMin: -70);
-            t4 = Stopwatch.GetTimestamp();
-            Tensor next = _pipeline.scheduler.Step(modelOutput, t, _sample, _generator);
-
-            _sample.Dispose();
-            _sample = next.DetachFromDisposeScope();
-            _predictedX0?.Dispose();
-            _predictedX0 = null;
-            if (TrackPredictedX0)
-            {
-                // What a preview needs of this step: the most likely x0 of every position.
-                _predictedX0 = modelOutput.argmax(1).DetachFromDisposeScope();
-            }
-        }
-
-        long t5 = Stopwatch.GetTimestamp();
-        CompletedSteps++;
-        var phases = new StepPhases(
-            Stopwatch.GetElapsedTime(t0, t1),
-            Stopwatch.GetElapsedTime(t1, t2),
-            Stopwatch.GetElapsedTime(t2, t3),
-            Stopwatch.GetElapsedTime(t3, t4),
-            Stopwatch.GetElapsedTime(t4, t5));
-        return new StepContext(this, CompletedSteps, t, phases);
-    }
-
-    /// <summary>The current tokens, [images, H·W] flattened row-major.</summary>
+    /// <summary>The current tokens, [images, H·W] flattened row-major, prompt-major.</summary>
     public long[] Tokens()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        using var cpu = _sample.cpu();
+        using var ordered = PromptMajor(_sample);
+        using var cpu = ordered.cpu();
         return cpu.data<long>().ToArray();
     }
 
-    /// <summary>Decodes the final sample into 8-bit RGB images (diffusers' batch order).</summary>
+    /// <summary>Decodes the final sample into 8-bit RGB images (prompt-major: index = prompt · images_per_prompt + k).</summary>
     public IReadOnlyList<GeneratedImage> Decode()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -242,7 +263,24 @@ public sealed class DenoisingRun : IDisposable
             throw new InvalidOperationException($"Decode needs all {TotalSteps} steps; {CompletedSteps} are done.");
         }
 
-        return _pipeline.DecodeToImages(_sample, Request.NumImagesPerPrompt);
+        using var ordered = PromptMajor(_sample);
+        return _pipeline.DecodeToImages(ordered, Request.NumImagesPerPrompt);
+    }
+
+    /// <summary>The decoder's float output of the current sample, [images, H, W, 3] in [0, 1], prompt-major (for the tests).</summary>
+    internal Tensor DecodeFloat()
+    {
+        using var ordered = PromptMajor(_sample);
+        return _pipeline.DecodePixels(ordered);
+    }
+
+    /// <summary>Replaces the current tokens (prompt-major, [images, H·W]): teacher forcing in the tests.</summary>
+    internal void ForceTokens(IReadOnlyList<long> promptMajor)
+    {
+        using var given = tensor(promptMajor.ToArray(), [BatchSize, _pipeline.transformer.NumLatentPixels], ScalarType.Int64).to(_sample.device);
+        Tensor next = VQDiffusionPipeline.ToRowOrder(given, _rowOrder);
+        _sample.Dispose();
+        _sample = next;
     }
 
     internal GeneratedImage Preview(int imageIndex)
@@ -263,13 +301,17 @@ public sealed class DenoisingRun : IDisposable
         using (no_grad())
         using (var scope = NewDisposeScope())
         {
-            Tensor x0 = _predictedX0[imageIndex].unsqueeze(0);
-            Tensor current = _sample[imageIndex].unsqueeze(0);
+            int row = _rowOrder[imageIndex];
+            Tensor x0 = _predictedX0[row].unsqueeze(0);
+            Tensor current = _sample[row].unsqueeze(0);
             Tensor tokens = where(current.eq(MaskClass), x0, current);
             GeneratedImage image = _pipeline.DecodeToImages(tokens, Request.NumImagesPerPrompt)[0];
             return image with { Index = imageIndex, PromptIndex = imageIndex / Request.NumImagesPerPrompt };
         }
     }
+
+    /// <summary>Rows of a [B, …] tensor in the sampler's order, reordered prompt-major (a new tensor).</summary>
+    private Tensor PromptMajor(Tensor rows) => _outputRows is null ? rows.alias() : rows.index_select(0, _outputRows);
 
     public void Dispose()
     {
@@ -281,7 +323,9 @@ public sealed class DenoisingRun : IDisposable
         _disposed = true;
         _sample.Dispose();
         _predictedX0?.Dispose();
-        _promptEmbeds.Dispose();
+        _sampler.Dispose();
+        _inpainting?.Dispose();
+        _outputRows?.Dispose();
         _generator.Dispose();
     }
 }

@@ -4,6 +4,7 @@ using VqDiffusion.Model.Autoencoders;
 using VqDiffusion.Model.Configuration;
 using VqDiffusion.Model.Embeddings;
 using VqDiffusion.Model.Loading;
+using VqDiffusion.Model.Pipelines.Samplers;
 using VqDiffusion.Model.Runtime;
 using VqDiffusion.Model.Schedulers;
 using VqDiffusion.Model.TextEncoders;
@@ -17,6 +18,9 @@ namespace VqDiffusion.Model.Pipelines;
 /// Port of diffusers' <c>VQDiffusionPipeline</c>: CLIP text encoding, the discrete transformer's
 /// log p(x0), classifier-free guidance, truncation, the mask-and-replace scheduler and VQ decoding.
 /// A request with seed S reproduces diffusers with <c>torch.Generator("cpu").manual_seed(S)</c>.
+/// The denoising loop goes through a sampler family (<see cref="SamplerKind"/>): diffusers' (the default) or the
+/// original microsoft/VQ-Diffusion samplers (fast, high-quality and purity-prior inference); both edit and inpaint a
+/// source (<see cref="EditOptions"/>).
 /// </summary>
 public sealed class VQDiffusionPipeline : IDisposable
 {
@@ -30,6 +34,7 @@ public sealed class VQDiffusionPipeline : IDisposable
         Transformer2DModel transformer,
         VQModel vqvae,
         VQDiffusionScheduler scheduler,
+        DiffusionTransformerScheduler originalScheduler,
         LearnedClassifierFreeSamplingEmbeddings cfEmbeddings,
         Device device,
         ScalarType dtype)
@@ -40,10 +45,18 @@ public sealed class VQDiffusionPipeline : IDisposable
         this.transformer = transformer;
         this.vqvae = vqvae;
         this.scheduler = scheduler;
+        OriginalScheduler = originalScheduler;
         learned_classifier_free_sampling_embeddings = cfEmbeddings;
         Device = device;
         DType = dtype;
+        _samplers = new Dictionary<SamplerKind, ISampler>
+        {
+            [SamplerKind.Diffusers] = new DiffusersSampler(this),
+            [SamplerKind.VQDiffusion] = new VQDiffusionSampler(this),
+        };
     }
+
+    private readonly Dictionary<SamplerKind, ISampler> _samplers;
 
 #pragma warning disable SA1300, IDE1006 // component names as in diffusers' model_index.json
     public CLIPTokenizer tokenizer { get; }
@@ -58,6 +71,12 @@ public sealed class VQDiffusionPipeline : IDisposable
 
     public LearnedClassifierFreeSamplingEmbeddings learned_classifier_free_sampling_embeddings { get; }
 #pragma warning restore SA1300, IDE1006
+
+    /// <summary>
+    /// The original VQ-Diffusion code's schedule and posterior (its <c>DiffusionTransformer</c>), for the vq-diffusion
+    /// sampler and the start of edits; the same tables as <see cref="scheduler"/> plus the t − 1 = −1 entry.
+    /// </summary>
+    public DiffusionTransformerScheduler OriginalScheduler { get; }
 
     public string ModelPath { get; }
 
@@ -124,6 +143,7 @@ public sealed class VQDiffusionPipeline : IDisposable
             }
 
             var scheduler = Track(new VQDiffusionScheduler(schedulerConfig, device), disposables);
+            var originalScheduler = Track(new DiffusionTransformerScheduler(schedulerConfig, device), disposables);
 
             string cfDir = Path.Combine(root, "learned_classifier_free_sampling_embeddings");
             LearnedClassifierFreeSamplingEmbeddings cfEmbeddings;
@@ -152,7 +172,7 @@ public sealed class VQDiffusionPipeline : IDisposable
             transformer.eval();
             vqvae.eval();
             cfEmbeddings.eval();
-            return new VQDiffusionPipeline(root, tokenizer, textEncoder, transformer, vqvae, scheduler, cfEmbeddings, device, dtype);
+            return new VQDiffusionPipeline(root, tokenizer, textEncoder, transformer, vqvae, scheduler, originalScheduler, cfEmbeddings, device, dtype);
         }
         catch
         {
@@ -209,12 +229,42 @@ public sealed class VQDiffusionPipeline : IDisposable
     }
 
     /// <summary>
+    /// The request with its unset values (steps, guidance) set to the defaults of its sampler and mode
+    /// (see <see cref="GenerationRequest.NumInferenceSteps"/> and <see cref="GenerationRequest.GuidanceScale"/>).
+    /// </summary>
+    public GenerationRequest WithDefaults(GenerationRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        return SamplerFor(request).WithDefaults(request);
+    }
+
+    /// <summary>
     /// Checks a request against the model and the deployment's limits. Throws a
     /// <see cref="GenerationArgumentException"/> naming the argument and its allowed range.
     /// </summary>
-    public void Validate(GenerationRequest request, GenerationLimits? limits = null)
+    public void Validate(GenerationRequest request, GenerationLimits? limits = null) => Check(WithDefaults(request), limits ?? new GenerationLimits());
+
+    /// <summary>
+    /// The timestep of every step a request will take (after <see cref="Validate"/>): what progress counts, one entry
+    /// per network evaluation of the batch.
+    /// </summary>
+    public IReadOnlyList<long> PlannedTimesteps(GenerationRequest request, GenerationLimits? limits = null)
     {
-        limits ??= new GenerationLimits();
+        GenerationRequest resolved = WithDefaults(request);
+        SamplingStart start = Check(resolved, limits ?? new GenerationLimits());
+        return SamplerFor(resolved).PlannedTimesteps(resolved, start);
+    }
+
+    /// <summary>The sampler families this pipeline serves, with their speeds and default schedules for this model.</summary>
+    public IReadOnlyList<SamplerInfo> DescribeSamplers() => _samplers.Values.Select(s => s.Describe()).ToList();
+
+    private ISampler SamplerFor(GenerationRequest request) =>
+        _samplers.TryGetValue(request.SamplerOrDefault.Kind, out ISampler? sampler)
+            ? sampler
+            : throw new GenerationArgumentException("sampler.kind", $"sampler.kind must be diffusers or vq-diffusion, got {(int)request.SamplerOrDefault.Kind}.");
+
+    private SamplingStart Check(GenerationRequest request, GenerationLimits limits)
+    {
         if (request.Prompts is null || request.Prompts.Count == 0)
         {
             throw new GenerationArgumentException("prompts", "prompts must contain at least one prompt.");
@@ -239,14 +289,23 @@ public sealed class VQDiffusionPipeline : IDisposable
             }
         }
 
-        if (request.NumInferenceSteps < 1 || request.NumInferenceSteps > scheduler.NumTrainTimesteps)
+        if (request.Edit?.Strength is double strength)
         {
-            throw new GenerationArgumentException("num_inference_steps", $"num_inference_steps must be between 1 and {scheduler.NumTrainTimesteps}, got {request.NumInferenceSteps}.");
+            int timesteps = scheduler.NumTrainTimesteps;
+            if (!double.IsFinite(strength) || strength <= 0 || strength > 1 || SamplingStart.EditStartStep(timesteps, strength) < 1)
+            {
+                throw new GenerationArgumentException("edit.strength",
+                    $"edit.strength must be in (0, 1] and at least 1/{timesteps} (the edit starts at t = int({timesteps} × strength) − 1), got {strength.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}.");
+            }
         }
 
-        if (!float.IsFinite(request.GuidanceScale) || request.GuidanceScale < 0 || request.GuidanceScale > limits.MaxGuidanceScale)
+        ISampler sampler = SamplerFor(request);
+        sampler.ValidateSteps(request);
+
+        float guidance = request.GuidanceScale ?? GenerationRequest.DefaultGuidanceScale;
+        if (!float.IsFinite(guidance) || guidance < 0 || guidance > limits.MaxGuidanceScale)
         {
-            throw new GenerationArgumentException("guidance_scale", $"guidance_scale must be a finite number between 0 and {limits.MaxGuidanceScale} (guidance runs when it is > 1), got {request.GuidanceScale}.");
+            throw new GenerationArgumentException("guidance_scale", $"guidance_scale must be a finite number between 0 and {limits.MaxGuidanceScale} (guidance runs when it is > 1), got {guidance}.");
         }
 
         if (!float.IsFinite(request.TruncationRate) || request.TruncationRate <= 0 || request.TruncationRate > 1)
@@ -264,6 +323,7 @@ public sealed class VQDiffusionPipeline : IDisposable
             throw new GenerationArgumentException("num_images_per_prompt", $"prompts × num_images_per_prompt = {request.BatchSize} exceeds the limit of {limits.MaxBatchSize} images per request.");
         }
 
+        long minMasked = transformer.NumLatentPixels;
         if (request.InitialLatents is { } latents)
         {
             long expected = (long)request.BatchSize * transformer.NumLatentPixels;
@@ -281,35 +341,237 @@ public sealed class VQDiffusionPipeline : IDisposable
                         $"initial_latents[{i}] = {latents[i]} is not a valid token; values must be in 0..{transformer.NumVectorEmbeds - 1} ({transformer.NumVectorEmbeds - 1} = mask).");
                 }
             }
+
+            minMasked = latents.Chunk(transformer.NumLatentPixels).Min(row => (long)row.Count(v => v == transformer.NumVectorEmbeds - 1));
         }
+
+        if (request.SamplerOrDefault.ClassifierFreeEmbeddings is not (ClassifierFreeEmbeddings.ModelDefault or ClassifierFreeEmbeddings.Learned or ClassifierFreeEmbeddings.EmptyPrompt))
+        {
+            throw new GenerationArgumentException("sampler.classifier_free_embeddings", $"sampler.classifier_free_embeddings must be learned, empty-prompt or unset, got {(int)request.SamplerOrDefault.ClassifierFreeEmbeddings}.");
+        }
+
+        if (request.SamplerOrDefault.ClassifierFreeEmbeddings == ClassifierFreeEmbeddings.Learned && !learned_classifier_free_sampling_embeddings.Learnable)
+        {
+            throw new GenerationArgumentException("sampler.classifier_free_embeddings",
+                "sampler.classifier_free_embeddings is learned, but this model's classifier-free embeddings are not learnable (it guides with the empty prompt).");
+        }
+
+        SamplingStart start = request.Edit is { } edit ? CheckEdit(request, edit) : new SamplingStart(null, minMasked);
+        sampler.Validate(request, start);
+        return start;
+    }
+
+    /// <summary>The edit's fields: one source of the right size and token range, at most one mask of the right size, and a strength or a mask.</summary>
+    private SamplingStart CheckEdit(GenerationRequest request, EditOptions edit)
+    {
+        int pixels = transformer.NumLatentPixels;
+        int codes = transformer.NumVectorEmbeds - 1;
+        if (request.InitialLatents is not null)
+        {
+            throw new GenerationArgumentException("initial_latents", "initial_latents cannot be combined with edit: the edit's source is the start.");
+        }
+
+        if (edit.SourceTokens is null && edit.SourceImage is null)
+        {
+            throw new GenerationArgumentException("edit.source_tokens", "edit needs a source: edit.source_tokens (a token grid per image) or edit.source_image (an image to encode).");
+        }
+
+        if (edit.SourceTokens is not null && edit.SourceImage is not null)
+        {
+            throw new GenerationArgumentException("edit.source_image", "edit takes one source: edit.source_tokens or edit.source_image, not both.");
+        }
+
+        if (edit.SourceTokens is { } tokens)
+        {
+            long expected = (long)request.BatchSize * pixels;
+            if (tokens.Count != expected)
+            {
+                throw new GenerationArgumentException("edit.source_tokens",
+                    $"edit.source_tokens must have images × H × W = {request.BatchSize} × {transformer.Height} × {transformer.Width} = {expected} values, got {tokens.Count}.");
+            }
+
+            for (int i = 0; i < tokens.Count; i++)
+            {
+                if (tokens[i] < 0 || tokens[i] >= codes)
+                {
+                    throw new GenerationArgumentException($"edit.source_tokens[{i}]",
+                        $"edit.source_tokens[{i}] = {tokens[i]} is not an image token; values must be in 0..{codes - 1} (the mask class {codes} is not a source).");
+                }
+            }
+        }
+
+        if (edit.SourceImage is { } image && (image.Width != ImageWidth || image.Height != ImageHeight || image.Rgb is null || image.Rgb.Length != image.Width * image.Height * 3))
+        {
+            throw new GenerationArgumentException("edit.source_image",
+                $"edit.source_image must be an RGB image of the model's output size {ImageWidth} × {ImageHeight}, got {image.Width} × {image.Height}.");
+        }
+
+        if (edit.Mask is not null && edit.MaskImage is not null)
+        {
+            throw new GenerationArgumentException("edit.mask_image", "edit takes one mask: edit.mask (latent grid) or edit.mask_image (pixels), not both.");
+        }
+
+        bool[]? regenerate = null;
+        if (edit.Mask is { } mask)
+        {
+            if (mask.Count != pixels)
+            {
+                throw new GenerationArgumentException("edit.mask", $"edit.mask must have H × W = {transformer.Height} × {transformer.Width} = {pixels} values (true = regenerate), got {mask.Count}.");
+            }
+
+            regenerate = mask.ToArray();
+        }
+
+        if (edit.MaskImage is { } maskImage)
+        {
+            if (maskImage.Width != ImageWidth || maskImage.Height != ImageHeight || maskImage.Masked is null || maskImage.Masked.Length != maskImage.Width * maskImage.Height)
+            {
+                throw new GenerationArgumentException("edit.mask_image",
+                    $"edit.mask_image must be a mask of the model's output size {ImageWidth} × {ImageHeight}, got {maskImage.Width} × {maskImage.Height}.");
+            }
+
+            regenerate = LatentMask(maskImage);
+        }
+
+        if (regenerate is not null && !regenerate.Contains(true))
+        {
+            throw new GenerationArgumentException(edit.Mask is not null ? "edit.mask" : "edit.mask_image", "the edit's mask marks no token to regenerate.");
+        }
+
+        if (edit.Strength is null && regenerate is null)
+        {
+            throw new GenerationArgumentException("edit.strength",
+                "edit needs edit.strength (noise the source and denoise it) and/or a mask (regenerate the masked tokens, keep the others).");
+        }
+
+        return new SamplingStart(edit.Strength, edit.Strength is null ? regenerate!.Count(r => r) : pixels);
     }
 
     /// <summary>
-    /// Validates the request, encodes its prompts and returns the run, ready for its first step.
-    /// The caller owns (disposes) the run.
+    /// An image-space mask reduced to the latent grid: a token is regenerated when any pixel of its
+    /// <see cref="VaeScaleFactor"/> × <see cref="VaeScaleFactor"/> patch is masked.
+    /// </summary>
+    public bool[] LatentMask(PixelMask mask)
+    {
+        ArgumentNullException.ThrowIfNull(mask);
+        int f = VaeScaleFactor;
+        int h = transformer.Height;
+        int w = transformer.Width;
+        var tokens = new bool[h * w];
+        for (int y = 0; y < mask.Height; y++)
+        {
+            for (int x = 0; x < mask.Width; x++)
+            {
+                if (mask.Masked[(y * mask.Width) + x] && y / f < h && x / f < w)
+                {
+                    tokens[((y / f) * w) + (x / f)] = true;
+                }
+            }
+        }
+
+        return tokens;
+    }
+
+    /// <summary>
+    /// Validates the request, encodes its prompts, prepares its start (all masked, the given latents, or the edit's
+    /// source, noised with the run's generator when the edit has a strength) and returns the run, ready for its first
+    /// step. The caller owns (disposes) the run.
     /// </summary>
     public DenoisingRun Start(GenerationRequest request, GenerationLimits? limits = null)
     {
-        Validate(request, limits);
-        ulong seed = request.Seed ?? RandomSeed();
-        long[] timesteps = scheduler.Timesteps(request.NumInferenceSteps);
-        Tensor? embeds = null;
+        GenerationRequest resolved = WithDefaults(request);
+        SamplingStart start = Check(resolved, limits ?? new GenerationLimits());
+        ISampler sampler = SamplerFor(resolved);
+        ulong seed = resolved.Seed ?? RandomSeed();
+        int[] rowOrder = sampler.RowOrder(resolved);
+        var generator = new torch.Generator(seed, CPU);
+        ISamplerRun? run = null;
         Tensor? sample = null;
+        InpaintingMask? inpainting = null;
         try
         {
-            embeds = EncodePrompt(request.Prompts, request.NumImagesPerPrompt, request.GuidanceScale > 1.0f);
-            long[] shape = [request.BatchSize, transformer.NumLatentPixels];
-            sample = request.InitialLatents is { } latents
-                ? tensor(latents.ToArray(), shape, int64).to(Device)
-                : full(shape, transformer.NumVectorEmbeds - 1, int64, Device);
-            return new DenoisingRun(this, request, seed, embeds, sample, timesteps);
+            run = sampler.Start(resolved, start, rowOrder);
+            (sample, inpainting) = InitialSample(resolved, rowOrder, generator);
+            return new DenoisingRun(this, resolved, seed, generator, sample, run, rowOrder, inpainting);
         }
         catch
         {
-            embeds?.Dispose();
+            run?.Dispose();
             sample?.Dispose();
+            inpainting?.Dispose();
+            generator.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The start tokens in the sampler's row order, and the inpainting constraint when the edit has a mask.</summary>
+    private (Tensor Sample, InpaintingMask? Inpainting) InitialSample(GenerationRequest request, int[] rowOrder, torch.Generator generator)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        long[] shape = [request.BatchSize, transformer.NumLatentPixels];
+        int maskClass = transformer.NumVectorEmbeds - 1;
+        if (request.Edit is not { } edit)
+        {
+            Tensor start = request.InitialLatents is { } latents
+                ? ToRowOrder(tensor(latents.ToArray(), shape, int64).to(Device), rowOrder)
+                : full(shape, maskClass, int64, Device);
+            return (start.MoveToOuterDisposeScope(), null);
+        }
+
+        Tensor source = edit.SourceTokens is { } tokens
+            ? ToRowOrder(tensor(tokens.ToArray(), shape, int64).to(Device), rowOrder)
+            : EncodeImageTokens(edit.SourceImage!).expand(shape).contiguous();
+
+        // DALLE.sample: x_t ~ q(x_t | x_0 = source) at t = start_step - 1, one rand [B, K, N] from the run's generator.
+        Tensor sample = edit.Strength is double strength
+            ? OriginalScheduler.QSample(source, SamplingStart.EditStartStep(OriginalScheduler.NumTimesteps, strength) - 1, generator)
+            : full(shape, maskClass, int64, Device);
+
+        bool[]? regenerate = edit.Mask?.ToArray() ?? (edit.MaskImage is { } pixels ? LatentMask(pixels) : null);
+        if (regenerate is null)
+        {
+            return (sample.MoveToOuterDisposeScope(), null);
+        }
+
+        var inpainting = new InpaintingMask(
+            source.DetachFromDisposeScope(),
+            tensor(regenerate, [1, transformer.NumLatentPixels]).to(Device).DetachFromDisposeScope());
+        return (inpainting.Apply(sample).MoveToOuterDisposeScope(), inpainting);
+    }
+
+    /// <summary>Prompt-major rows [B, …] put in the sampler's row order (<c>result[rowOrder[i]] = rows[i]</c>).</summary>
+    internal static Tensor ToRowOrder(Tensor rows, int[] rowOrder)
+    {
+        var inverse = new long[rowOrder.Length];
+        for (int i = 0; i < rowOrder.Length; i++)
+        {
+            inverse[rowOrder[i]] = i;
+        }
+
+        using Tensor index = tensor(inverse, ScalarType.Int64).to(rows.device);
+        return rows.index_select(0, index);
+    }
+
+    /// <summary>
+    /// An RGB image of the output size encoded by the VQ-VAE and quantised to its nearest codes: the token grid
+    /// [1, H·W] (int64, on the model's device). Pixels are scaled to [−1, 1] as diffusers' image processor does.
+    /// </summary>
+    public Tensor EncodeImageTokens(RgbImage image)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        Tensor rgb = tensor(image.Rgb, [1, image.Height, image.Width, 3], ScalarType.Byte);
+        Tensor x = ((rgb.to(float32) / 255.0) * 2 - 1).permute(0, 3, 1, 2).contiguous().to(DType, Device);
+        Tensor latents = vqvae.Encode(x);
+        var (_, indices) = vqvae.quantize.Quantize(latents);
+        if (indices.shape[1] != transformer.NumLatentPixels)
+        {
+            throw new InvalidOperationException($"the VQ-VAE encodes a {image.Width} × {image.Height} image to {indices.shape[1]} tokens; the transformer's grid has {transformer.NumLatentPixels}.");
+        }
+
+        return indices.to(int64, Device).MoveToOuterDisposeScope();
     }
 
     private static ulong RandomSeed()
@@ -369,7 +631,11 @@ public sealed class VQDiffusionPipeline : IDisposable
     /// diffusers' <c>_encode_prompt</c>: CLIP last hidden state / its L2 norm, repeated per image;
     /// with guidance, the negative rows (learned embeddings, or the encoded empty prompt) come first.
     /// </summary>
-    public Tensor EncodePrompt(IReadOnlyList<string> prompts, int numImagesPerPrompt, bool doClassifierFreeGuidance)
+    public Tensor EncodePrompt(IReadOnlyList<string> prompts, int numImagesPerPrompt, bool doClassifierFreeGuidance) =>
+        EncodePrompt(prompts, numImagesPerPrompt, doClassifierFreeGuidance, ClassifierFreeEmbeddings.ModelDefault);
+
+    /// <summary><see cref="EncodePrompt(IReadOnlyList{string}, int, bool)"/> with the choice of negative embeddings.</summary>
+    public Tensor EncodePrompt(IReadOnlyList<string> prompts, int numImagesPerPrompt, bool doClassifierFreeGuidance, ClassifierFreeEmbeddings negatives)
     {
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
@@ -382,9 +648,9 @@ public sealed class VQDiffusionPipeline : IDisposable
         if (doClassifierFreeGuidance)
         {
             Tensor negative;
-            if (learned_classifier_free_sampling_embeddings.Embeddings is { } learned)
+            if (UsesLearnedNegatives(negatives))
             {
-                negative = learned.unsqueeze(0).repeat(batch, 1, 1);
+                negative = LearnedNegatives(batch);
             }
             else
             {
@@ -399,6 +665,31 @@ public sealed class VQDiffusionPipeline : IDisposable
         }
 
         return promptEmbeds.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// One row of normalised CLIP text embeddings per text ([rows, model_max_length, hidden]): the original's
+    /// <c>condition_emb</c> on its batch of condition tokens (one forward of all rows).
+    /// </summary>
+    internal Tensor EncodeTexts(IReadOnlyList<string> texts)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        int maxLength = tokenizer.ModelMaxLength;
+        Tensor embeds = text_encoder.forward(IdsTensor(texts.Select(tokenizer.EncodeForPipeline), maxLength));
+        embeds = embeds / embeds.norm(-1, keepdim: true);
+        return embeds.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Whether guidance uses the learned negative embeddings for this choice (else the empty prompt).</summary>
+    internal bool UsesLearnedNegatives(ClassifierFreeEmbeddings choice) =>
+        choice != ClassifierFreeEmbeddings.EmptyPrompt && learned_classifier_free_sampling_embeddings.Learnable;
+
+    /// <summary>The learned negative embeddings repeated for <paramref name="rows"/> rows, [rows, length, hidden].</summary>
+    internal Tensor LearnedNegatives(int rows)
+    {
+        Tensor learned = learned_classifier_free_sampling_embeddings.Embeddings ?? throw new InvalidOperationException("this model's classifier-free embeddings are not learnable.");
+        return learned.unsqueeze(0).repeat(rows, 1, 1);
     }
 
     /// <summary>Token id rows (each at least <paramref name="length"/> long) as an int64 [rows, length] tensor on the model's device.</summary>
@@ -504,12 +795,8 @@ public sealed class VQDiffusionPipeline : IDisposable
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         long n = tokens.shape[0];
-        int h = transformer.Height;
-        int w = transformer.Width;
-        Tensor embeddings = vqvae.quantize.GetCodebookEntry(tokens, [n, h, w, vqvae.Config.EffectiveVqEmbedDim]);
-        Tensor image = vqvae.Decode(embeddings, forceNotQuantize: true).to(float32);
-        image = (image / 2 + 0.5).clamp(0, 1);
-        Tensor uint8 = (image.permute(0, 2, 3, 1) * 255).round().to(ScalarType.Byte).cpu().contiguous();
+        Tensor pixels = DecodePixels(tokens);
+        Tensor uint8 = (pixels * 255).round().to(ScalarType.Byte).cpu().contiguous();
         int height = (int)uint8.shape[1];
         int width = (int)uint8.shape[2];
         byte[] all = uint8.data<byte>().ToArray();
@@ -523,12 +810,30 @@ public sealed class VQDiffusionPipeline : IDisposable
         return images;
     }
 
+    /// <summary>
+    /// diffusers' decode of token grids [N, H·W]: codebook lookup, the VQ decoder, <c>(x / 2 + 0.5).clamp(0, 1)</c>,
+    /// as [N, height, width, 3] float32 (a permuted view).
+    /// </summary>
+    internal Tensor DecodePixels(Tensor tokens)
+    {
+        using var noGrad = no_grad();
+        using var scope = NewDisposeScope();
+        long n = tokens.shape[0];
+        int h = transformer.Height;
+        int w = transformer.Width;
+        Tensor embeddings = vqvae.quantize.GetCodebookEntry(tokens, [n, h, w, vqvae.Config.EffectiveVqEmbedDim]);
+        Tensor image = vqvae.Decode(embeddings, forceNotQuantize: true).to(float32);
+        image = (image / 2 + 0.5).clamp(0, 1);
+        return image.permute(0, 2, 3, 1).MoveToOuterDisposeScope();
+    }
+
     public void Dispose()
     {
         text_encoder.Dispose();
         transformer.Dispose();
         vqvae.Dispose();
         scheduler.Dispose();
+        OriginalScheduler.Dispose();
         learned_classifier_free_sampling_embeddings.Dispose();
     }
 }

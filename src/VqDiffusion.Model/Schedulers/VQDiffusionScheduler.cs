@@ -321,7 +321,7 @@ public sealed class VQDiffusionScheduler : IDisposable
     /// diffusers' Gumbel noise <c>-log(-log(u + 1e-30) + 1e-30)</c> of the logits' shape, with one <c>torch.rand</c>
     /// draw from <paramref name="generator"/> on the CPU (moved to the logits' device), in place.
     /// </summary>
-    private static Tensor GumbelNoise(long[] shape, Device device, Generator? generator)
+    internal static Tensor GumbelNoise(long[] shape, Device device, Generator? generator)
     {
         using var scope = NewDisposeScope();
         Tensor noise = rand(shape, dtype: float32, device: CPU, generator: generator);

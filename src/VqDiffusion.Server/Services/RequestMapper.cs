@@ -6,8 +6,10 @@ using VqDiffusion.Model.Imaging;
 using VqDiffusion.Model.Pipelines;
 using VqDiffusion.Server.Options;
 using VqDiffusion.Server.Queue;
+using EditOptions = VqDiffusion.Model.Pipelines.EditOptions;
 using ImageFormat = VqDiffusion.Model.Imaging.ImageFormat;
 using ProtoImageFormat = VqDiffusion.Grpc.V1.ImageFormat;
+using SamplerOptions = VqDiffusion.Model.Pipelines.SamplerOptions;
 
 namespace VqDiffusion.Server.Services;
 
@@ -22,27 +24,31 @@ internal static class RequestMapper
 
     public static GenerationJob CreateJob(GenerateRequest proto, VQDiffusionPipeline pipeline, GenerationOptions options, CancellationToken cancellationToken)
     {
-        int maxSteps = pipeline.scheduler.NumTrainTimesteps;
-        int steps = proto.NumInferenceSteps == 0 ? Math.Min(GenerationRequest.DefaultNumInferenceSteps, maxSteps) : proto.NumInferenceSteps;
-        var request = new GenerationRequest
-        {
-            Prompts = proto.Prompts.ToArray(),
-            NumInferenceSteps = steps,
-            GuidanceScale = proto.HasGuidanceScale ? proto.GuidanceScale : GenerationRequest.DefaultGuidanceScale,
-            TruncationRate = proto.HasTruncationRate ? proto.TruncationRate : GenerationRequest.DefaultTruncationRate,
-            NumImagesPerPrompt = proto.NumImagesPerPrompt == 0 ? 1 : proto.NumImagesPerPrompt,
-            Seed = proto.HasSeed ? proto.Seed : null,
-            InitialLatents = proto.InitialLatents.Count == 0 ? null : proto.InitialLatents.Select(v => (long)v).ToArray(),
-        };
-
+        // Unset steps and guidance take the defaults of the request's sampler and mode (the pipeline's).
+        GenerationRequest request;
+        int totalSteps;
         try
         {
-            pipeline.Validate(request, options.ToLimits());
+            request = pipeline.WithDefaults(new GenerationRequest
+            {
+                Prompts = proto.Prompts.ToArray(),
+                NumInferenceSteps = proto.NumInferenceSteps == 0 ? null : proto.NumInferenceSteps,
+                GuidanceScale = proto.HasGuidanceScale ? proto.GuidanceScale : null,
+                TruncationRate = proto.HasTruncationRate ? proto.TruncationRate : GenerationRequest.DefaultTruncationRate,
+                NumImagesPerPrompt = proto.NumImagesPerPrompt == 0 ? 1 : proto.NumImagesPerPrompt,
+                Seed = proto.HasSeed ? proto.Seed : null,
+                InitialLatents = proto.InitialLatents.Count == 0 ? null : proto.InitialLatents.Select(v => (long)v).ToArray(),
+                Sampler = proto.Sampler is { } sampler ? ToModel(sampler) : null,
+                Edit = proto.Edit is { } edit ? ToModel(edit) : null,
+            });
+            totalSteps = pipeline.PlannedTimesteps(request, options.ToLimits()).Count;
         }
         catch (GenerationArgumentException ex)
         {
             throw InvalidArgument(ex.Field, ex.Reason);
         }
+
+        int steps = request.NumInferenceSteps!.Value;
 
         ImageFormat format = ParseFormat(proto.ImageFormat, "image_format");
         int quality = ParseQuality(proto.ImageQuality, "image_quality", options.DefaultImageQuality);
@@ -51,10 +57,11 @@ internal static class RequestMapper
         if (proto.Snapshots is { } s)
         {
             bool wantsContent = s.IncludeTokens || s.IncludePreview;
-            if (s.EveryNSteps < 0 || s.EveryNSteps > steps || (wantsContent && s.EveryNSteps == 0))
+            if (s.EveryNSteps < 0 || s.EveryNSteps > totalSteps || (wantsContent && s.EveryNSteps == 0))
             {
+                string stepsName = totalSteps == steps ? "num_inference_steps" : "the request's steps";
                 throw InvalidArgument("snapshots.every_n_steps",
-                    $"snapshots.every_n_steps must be between {(wantsContent ? 1 : 0)} and num_inference_steps ({steps}){(wantsContent ? " when include_tokens or include_preview is set" : string.Empty)}, got {s.EveryNSteps}.");
+                    $"snapshots.every_n_steps must be between {(wantsContent ? 1 : 0)} and {stepsName} ({totalSteps}){(wantsContent ? " when include_tokens or include_preview is set" : string.Empty)}, got {s.EveryNSteps}.");
             }
 
             snapshots = new SnapshotSettings(
@@ -76,6 +83,55 @@ internal static class RequestMapper
         }
 
         return new GenerationJob(requestId, request, format, quality, snapshots, cancellationToken);
+    }
+
+    private static SamplerOptions ToModel(Grpc.V1.SamplerOptions proto) => new()
+    {
+        Kind = proto.Kind switch
+        {
+            Grpc.V1.SamplerKind.Unspecified or Grpc.V1.SamplerKind.Diffusers => Model.Pipelines.SamplerKind.Diffusers,
+            Grpc.V1.SamplerKind.VqDiffusion => Model.Pipelines.SamplerKind.VQDiffusion,
+            _ => throw InvalidArgument("sampler.kind", $"sampler.kind must be SAMPLER_KIND_DIFFUSERS or SAMPLER_KIND_VQ_DIFFUSION (or unspecified = diffusers), got {(int)proto.Kind}."),
+        },
+        Speed = proto.HasSpeed ? proto.Speed : SamplerOptions.DefaultSpeed,
+        Prior = proto.Prior switch
+        {
+            Grpc.V1.UnmaskPrior.Unspecified or Grpc.V1.UnmaskPrior.None => Model.Pipelines.UnmaskPrior.None,
+            Grpc.V1.UnmaskPrior.HighQuality => Model.Pipelines.UnmaskPrior.HighQuality,
+            Grpc.V1.UnmaskPrior.Purity => Model.Pipelines.UnmaskPrior.Purity,
+            _ => throw InvalidArgument("sampler.prior", $"sampler.prior must be UNMASK_PRIOR_NONE, UNMASK_PRIOR_HIGH_QUALITY or UNMASK_PRIOR_PURITY (or unspecified = none), got {(int)proto.Prior}."),
+        },
+        PriorWeight = proto.PriorWeight,
+        UnmaskSchedule = proto.UnmaskSchedule.Count == 0 ? null : proto.UnmaskSchedule.ToArray(),
+        ClassifierFreeEmbeddings = proto.ClassifierFreeEmbeddings switch
+        {
+            Grpc.V1.ClassifierFreeEmbeddings.Unspecified => Model.Pipelines.ClassifierFreeEmbeddings.ModelDefault,
+            Grpc.V1.ClassifierFreeEmbeddings.Learned => Model.Pipelines.ClassifierFreeEmbeddings.Learned,
+            Grpc.V1.ClassifierFreeEmbeddings.EmptyPrompt => Model.Pipelines.ClassifierFreeEmbeddings.EmptyPrompt,
+            _ => throw InvalidArgument("sampler.classifier_free_embeddings",
+                $"sampler.classifier_free_embeddings must be CLASSIFIER_FREE_EMBEDDINGS_LEARNED or CLASSIFIER_FREE_EMBEDDINGS_EMPTY_PROMPT (or unspecified = the model's), got {(int)proto.ClassifierFreeEmbeddings}."),
+        },
+    };
+
+    private static EditOptions ToModel(Grpc.V1.EditOptions proto) => new()
+    {
+        SourceTokens = proto.SourceTokens.Count == 0 ? null : proto.SourceTokens.Select(v => (long)v).ToArray(),
+        SourceImage = proto.SourceImage.IsEmpty ? null : Decode("edit.source_image", () => ImageEncoder.DecodeImage(proto.SourceImage.ToByteArray())),
+        Strength = proto.HasStrength ? proto.Strength : null,
+        Mask = proto.Mask.Count == 0 ? null : proto.Mask.ToArray(),
+        MaskImage = proto.MaskImage.IsEmpty ? null : Decode("edit.mask_image", () => ImageEncoder.DecodeMask(proto.MaskImage.ToByteArray())),
+    };
+
+    private static T Decode<T>(string field, Func<T> decode)
+    {
+        try
+        {
+            return decode();
+        }
+        catch (ArgumentException)
+        {
+            throw InvalidArgument(field, $"{field} is not a decodable image (PNG, JPEG or WebP).");
+        }
     }
 
     private static ImageFormat ParseFormat(ProtoImageFormat value, string field) => value switch

@@ -96,6 +96,7 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
             Dtype = PipelineLoadOptions.DTypeName(pipeline.DType),
             ServerVersion = ServerVersion,
             LearnedClassifierFreeEmbeddings = pipeline.learned_classifier_free_sampling_embeddings.Learnable,
+            Samplers = { pipeline.DescribeSamplers().Select(ToProto) },
             Limits = new ServerLimits
             {
                 MaxPrompts = _options.MaxPrompts,
@@ -119,23 +120,7 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
     private static GenerateResponse ToProto(GenerationJob job, GenerationEvent e) => e switch
     {
         Queue.QueuedEvent q => new GenerateResponse { Queued = new Grpc.V1.QueuedEvent { Position = q.Position, QueueLength = q.QueueLength } },
-        Queue.StartedEvent s => new GenerateResponse
-        {
-            Started = new Grpc.V1.StartedEvent
-            {
-                RequestId = job.RequestId,
-                Prompts = { job.Request.Prompts },
-                NumInferenceSteps = job.Request.NumInferenceSteps,
-                GuidanceScale = job.Request.GuidanceScale,
-                TruncationRate = job.Request.TruncationRate,
-                NumImagesPerPrompt = job.Request.NumImagesPerPrompt,
-                Seed = s.Seed,
-                Timesteps = { s.Timesteps },
-                NumImages = job.Request.BatchSize,
-                ImageFormat = RequestMapper.ToProto(job.ImageFormat),
-                QueueWait = Duration.FromTimeSpan(s.QueueWait),
-            },
-        },
+        Queue.StartedEvent s => new GenerateResponse { Started = ToProto(job, s) },
         Queue.ProgressEvent p => new GenerateResponse
         {
             Progress = new Grpc.V1.ProgressEvent
@@ -172,6 +157,61 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
             },
         },
         _ => throw new InvalidOperationException($"unknown event {e.GetType().Name}"),
+    };
+
+    private static Grpc.V1.StartedEvent ToProto(GenerationJob job, Queue.StartedEvent s)
+    {
+        var started = new Grpc.V1.StartedEvent
+        {
+            RequestId = job.RequestId,
+            Prompts = { job.Request.Prompts },
+            NumInferenceSteps = job.Request.NumInferenceSteps.GetValueOrDefault(),
+            GuidanceScale = job.Request.GuidanceScale.GetValueOrDefault(),
+            TruncationRate = job.Request.TruncationRate,
+            NumImagesPerPrompt = job.Request.NumImagesPerPrompt,
+            Seed = s.Seed,
+            Timesteps = { s.Timesteps },
+            NumImages = job.Request.BatchSize,
+            ImageFormat = RequestMapper.ToProto(job.ImageFormat),
+            QueueWait = Duration.FromTimeSpan(s.QueueWait),
+            Sampler = ToProto(job.Request.SamplerOrDefault.Kind),
+            TotalSteps = s.Timesteps.Count,
+            Speed = job.Request.SamplerOrDefault.Speed,
+            Prior = ToProto(job.Request.SamplerOrDefault),
+        };
+        if (job.Request.Edit?.Strength is double strength)
+        {
+            started.EditStrength = strength;
+        }
+
+        return started;
+    }
+
+    private static Grpc.V1.SamplerKind ToProto(Model.Pipelines.SamplerKind kind) => kind switch
+    {
+        Model.Pipelines.SamplerKind.VQDiffusion => Grpc.V1.SamplerKind.VqDiffusion,
+        _ => Grpc.V1.SamplerKind.Diffusers,
+    };
+
+    /// <summary>The prior in effect: a vq-diffusion speed below 1 without a prior is high-quality inference.</summary>
+    private static Grpc.V1.UnmaskPrior ToProto(Model.Pipelines.SamplerOptions options) => options.Prior switch
+    {
+        Model.Pipelines.UnmaskPrior.Purity => Grpc.V1.UnmaskPrior.Purity,
+        Model.Pipelines.UnmaskPrior.HighQuality => Grpc.V1.UnmaskPrior.HighQuality,
+        _ when options.Kind == Model.Pipelines.SamplerKind.VQDiffusion && options.Speed < 1 => Grpc.V1.UnmaskPrior.HighQuality,
+        _ => Grpc.V1.UnmaskPrior.None,
+    };
+
+    private static Grpc.V1.SamplerInfo ToProto(Model.Pipelines.SamplerInfo info) => new()
+    {
+        Kind = ToProto(info.Kind),
+        Name = info.Name,
+        IsDefault = info.IsDefault,
+        Description = info.Description,
+        MinSpeed = info.MinSpeed,
+        MaxSpeed = info.MaxSpeed,
+        Speeds = { info.Speeds.Select(s => new Grpc.V1.SpeedInfo { Speed = s.Speed, Mode = s.Mode, NetworkCalls = s.NetworkCalls, TokensPerCall = s.TokensPerCall }) },
+        DefaultUnmaskSchedules = { info.DefaultUnmaskSchedules.Select(s => new Grpc.V1.UnmaskScheduleInfo { AppliesTo = s.AppliesTo, Counts = { s.Counts }, FitsLatentGrid = s.FitsLatentGrid }) },
     };
 
     private static Grpc.V1.SnapshotEvent ToProto(Queue.SnapshotEvent s)

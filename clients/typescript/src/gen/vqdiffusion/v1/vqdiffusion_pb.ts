@@ -19,7 +19,124 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file vqdiffusion/v1/vqdiffusion.proto.
  */
 export const file_vqdiffusion_v1_vqdiffusion: GenFile = /*@__PURE__*/
-  fileDesc("CiB2cWRpZmZ1c2lvbi92MS92cWRpZmZ1c2lvbi5wcm90bxIOdnFkaWZmdXNpb24udjEipwEKD1NuYXBzaG90T3B0aW9ucxIVCg1ldmVyeV9uX3N0ZXBzGAEgASgFEhYKDmluY2x1ZGVfdG9rZW5zGAIgASgIEhcKD2luY2x1ZGVfcHJldmlldxgDIAEoCBIzCg5wcmV2aWV3X2Zvcm1hdBgEIAEoDjIbLnZxZGlmZnVzaW9uLnYxLkltYWdlRm9ybWF0EhcKD3ByZXZpZXdfcXVhbGl0eRgFIAEoBSKHAwoPR2VuZXJhdGVSZXF1ZXN0Eg8KB3Byb21wdHMYASADKAkSGwoTbnVtX2luZmVyZW5jZV9zdGVwcxgCIAEoBRIbCg5ndWlkYW5jZV9zY2FsZRgDIAEoAkgAiAEBEhwKD3RydW5jYXRpb25fcmF0ZRgEIAEoAkgBiAEBEh0KFW51bV9pbWFnZXNfcGVyX3Byb21wdBgFIAEoBRIRCgRzZWVkGAYgASgESAKIAQESFwoPaW5pdGlhbF9sYXRlbnRzGAcgAygFEjEKDGltYWdlX2Zvcm1hdBgIIAEoDjIbLnZxZGlmZnVzaW9uLnYxLkltYWdlRm9ybWF0EhUKDWltYWdlX3F1YWxpdHkYCSABKAUSMgoJc25hcHNob3RzGAogASgLMh8udnFkaWZmdXNpb24udjEuU25hcHNob3RPcHRpb25zEhIKCnJlcXVlc3RfaWQYCyABKAlCEQoPX2d1aWRhbmNlX3NjYWxlQhIKEF90cnVuY2F0aW9uX3JhdGVCBwoFX3NlZWQiwwIKEEdlbmVyYXRlUmVzcG9uc2USLQoGcXVldWVkGAEgASgLMhsudnFkaWZmdXNpb24udjEuUXVldWVkRXZlbnRIABIvCgdzdGFydGVkGAIgASgLMhwudnFkaWZmdXNpb24udjEuU3RhcnRlZEV2ZW50SAASMQoIcHJvZ3Jlc3MYAyABKAsyHS52cWRpZmZ1c2lvbi52MS5Qcm9ncmVzc0V2ZW50SAASMQoIc25hcHNob3QYBCABKAsyHS52cWRpZmZ1c2lvbi52MS5TbmFwc2hvdEV2ZW50SAASKwoFaW1hZ2UYBSABKAsyGi52cWRpZmZ1c2lvbi52MS5JbWFnZUV2ZW50SAASMwoJY29tcGxldGVkGAYgASgLMh4udnFkaWZmdXNpb24udjEuQ29tcGxldGVkRXZlbnRIAEIHCgVldmVudCI1CgtRdWV1ZWRFdmVudBIQCghwb3NpdGlvbhgBIAEoBRIUCgxxdWV1ZV9sZW5ndGgYAiABKAUitwIKDFN0YXJ0ZWRFdmVudBISCgpyZXF1ZXN0X2lkGAEgASgJEg8KB3Byb21wdHMYAiADKAkSGwoTbnVtX2luZmVyZW5jZV9zdGVwcxgDIAEoBRIWCg5ndWlkYW5jZV9zY2FsZRgEIAEoAhIXCg90cnVuY2F0aW9uX3JhdGUYBSABKAISHQoVbnVtX2ltYWdlc19wZXJfcHJvbXB0GAYgASgFEgwKBHNlZWQYByABKAQSEQoJdGltZXN0ZXBzGAggAygDEhIKCm51bV9pbWFnZXMYCSABKAUSMQoMaW1hZ2VfZm9ybWF0GAogASgOMhsudnFkaWZmdXNpb24udjEuSW1hZ2VGb3JtYXQSLQoKcXVldWVfd2FpdBgLIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJ7Cg1Qcm9ncmVzc0V2ZW50EhcKD2NvbXBsZXRlZF9zdGVwcxgBIAEoBRITCgt0b3RhbF9zdGVwcxgCIAEoBRIQCgh0aW1lc3RlcBgDIAEoAxIqCgdlbGFwc2VkGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIsABCg1TbmFwc2hvdEV2ZW50EhcKD2NvbXBsZXRlZF9zdGVwcxgBIAEoBRIQCgh0aW1lc3RlcBgCIAEoAxITCgtpbWFnZV9pbmRleBgDIAEoBRIOCgZoZWlnaHQYBCABKAUSDQoFd2lkdGgYBSABKAUSDgoGdG9rZW5zGAYgAygFEhQKDG1hc2tlZF9jb3VudBgHIAEoBRIPCgdwcmV2aWV3GAggASgMEhkKEXByZXZpZXdfbWltZV90eXBlGAkgASgJIn8KCkltYWdlRXZlbnQSDQoFaW5kZXgYASABKAUSFAoMcHJvbXB0X2luZGV4GAIgASgFEgwKBGRhdGEYAyABKAwSEQoJbWltZV90eXBlGAQgASgJEg0KBXdpZHRoGAUgASgFEg4KBmhlaWdodBgGIAEoBRIMCgRzZWVkGAcgASgEIuoBCg5Db21wbGV0ZWRFdmVudBItCgpxdWV1ZV93YWl0GAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjIKD2dlbmVyYXRpb25fdGltZRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg5tZWFuX3N0ZXBfdGltZRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgtkZWNvZGVfdGltZRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhISCgpudW1faW1hZ2VzGAUgASgFIhUKE0dldE1vZGVsSW5mb1JlcXVlc3QikAQKFEdldE1vZGVsSW5mb1Jlc3BvbnNlEhAKCG1vZGVsX2lkGAEgASgJEhIKCm1vZGVsX3BhdGgYAiABKAkSHQoVaXNfYnVpbHRpbl90ZXN0X21vZGVsGAMgASgIEhUKDWxhdGVudF9oZWlnaHQYBCABKAUSFAoMbGF0ZW50X3dpZHRoGAUgASgFEhQKDGltYWdlX2hlaWdodBgGIAEoBRITCgtpbWFnZV93aWR0aBgHIAEoBRIRCgludW1fY29kZXMYCCABKAUSGQoRbnVtX3ZlY3Rvcl9lbWJlZHMYCSABKAUSGwoTbnVtX3RyYWluX3RpbWVzdGVwcxgKIAEoBRIZChFtYXhfcHJvbXB0X3Rva2VucxgLIAEoBRIjChtkZWZhdWx0X251bV9pbmZlcmVuY2Vfc3RlcHMYDCABKAUSHgoWZGVmYXVsdF9ndWlkYW5jZV9zY2FsZRgNIAEoAhIfChdkZWZhdWx0X3RydW5jYXRpb25fcmF0ZRgOIAEoAhIOCgZkZXZpY2UYDyABKAkSDQoFZHR5cGUYECABKAkSFgoOc2VydmVyX3ZlcnNpb24YESABKAkSLAoGbGltaXRzGBIgASgLMhwudnFkaWZmdXNpb24udjEuU2VydmVyTGltaXRzEioKImxlYXJuZWRfY2xhc3NpZmllcl9mcmVlX2VtYmVkZGluZ3MYEyABKAgirwEKDFNlcnZlckxpbWl0cxITCgttYXhfcHJvbXB0cxgBIAEoBRIdChVtYXhfcHJvbXB0X2NoYXJhY3RlcnMYAiABKAUSHQoVbWF4X2ltYWdlc19wZXJfcHJvbXB0GAMgASgFEhYKDm1heF9iYXRjaF9zaXplGAQgASgFEhoKEm1heF9ndWlkYW5jZV9zY2FsZRgFIAEoAhIYChBtYXhfcXVldWVfbGVuZ3RoGAYgASgFKm8KC0ltYWdlRm9ybWF0EhwKGElNQUdFX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhQKEElNQUdFX0ZPUk1BVF9QTkcQARIVChFJTUFHRV9GT1JNQVRfSlBFRxACEhUKEUlNQUdFX0ZPUk1BVF9XRUJQEAMywAEKElZxRGlmZnVzaW9uU2VydmljZRJPCghHZW5lcmF0ZRIfLnZxZGlmZnVzaW9uLnYxLkdlbmVyYXRlUmVxdWVzdBogLnZxZGlmZnVzaW9uLnYxLkdlbmVyYXRlUmVzcG9uc2UwARJZCgxHZXRNb2RlbEluZm8SIy52cWRpZmZ1c2lvbi52MS5HZXRNb2RlbEluZm9SZXF1ZXN0GiQudnFkaWZmdXNpb24udjEuR2V0TW9kZWxJbmZvUmVzcG9uc2VCFqoCE1ZxRGlmZnVzaW9uLkdycGMuVjFiBnByb3RvMw", [file_google_protobuf_duration]);
+  fileDesc("CiB2cWRpZmZ1c2lvbi92MS92cWRpZmZ1c2lvbi5wcm90bxIOdnFkaWZmdXNpb24udjEiggIKDlNhbXBsZXJPcHRpb25zEikKBGtpbmQYASABKA4yGy52cWRpZmZ1c2lvbi52MS5TYW1wbGVyS2luZBISCgVzcGVlZBgCIAEoAUgAiAEBEioKBXByaW9yGAMgASgOMhsudnFkaWZmdXNpb24udjEuVW5tYXNrUHJpb3ISFAoMcHJpb3Jfd2VpZ2h0GAQgASgBEhcKD3VubWFza19zY2hlZHVsZRgFIAMoBRJMChpjbGFzc2lmaWVyX2ZyZWVfZW1iZWRkaW5ncxgGIAEoDjIoLnZxZGlmZnVzaW9uLnYxLkNsYXNzaWZpZXJGcmVlRW1iZWRkaW5nc0IICgZfc3BlZWQigAEKC0VkaXRPcHRpb25zEhUKDXNvdXJjZV90b2tlbnMYASADKAUSFAoMc291cmNlX2ltYWdlGAIgASgMEhUKCHN0cmVuZ3RoGAMgASgBSACIAQESDAoEbWFzaxgEIAMoCBISCgptYXNrX2ltYWdlGAUgASgMQgsKCV9zdHJlbmd0aCKnAQoPU25hcHNob3RPcHRpb25zEhUKDWV2ZXJ5X25fc3RlcHMYASABKAUSFgoOaW5jbHVkZV90b2tlbnMYAiABKAgSFwoPaW5jbHVkZV9wcmV2aWV3GAMgASgIEjMKDnByZXZpZXdfZm9ybWF0GAQgASgOMhsudnFkaWZmdXNpb24udjEuSW1hZ2VGb3JtYXQSFwoPcHJldmlld19xdWFsaXR5GAUgASgFIuMDCg9HZW5lcmF0ZVJlcXVlc3QSDwoHcHJvbXB0cxgBIAMoCRIbChNudW1faW5mZXJlbmNlX3N0ZXBzGAIgASgFEhsKDmd1aWRhbmNlX3NjYWxlGAMgASgCSACIAQESHAoPdHJ1bmNhdGlvbl9yYXRlGAQgASgCSAGIAQESHQoVbnVtX2ltYWdlc19wZXJfcHJvbXB0GAUgASgFEhEKBHNlZWQYBiABKARIAogBARIXCg9pbml0aWFsX2xhdGVudHMYByADKAUSMQoMaW1hZ2VfZm9ybWF0GAggASgOMhsudnFkaWZmdXNpb24udjEuSW1hZ2VGb3JtYXQSFQoNaW1hZ2VfcXVhbGl0eRgJIAEoBRIyCglzbmFwc2hvdHMYCiABKAsyHy52cWRpZmZ1c2lvbi52MS5TbmFwc2hvdE9wdGlvbnMSEgoKcmVxdWVzdF9pZBgLIAEoCRIvCgdzYW1wbGVyGAwgASgLMh4udnFkaWZmdXNpb24udjEuU2FtcGxlck9wdGlvbnMSKQoEZWRpdBgNIAEoCzIbLnZxZGlmZnVzaW9uLnYxLkVkaXRPcHRpb25zQhEKD19ndWlkYW5jZV9zY2FsZUISChBfdHJ1bmNhdGlvbl9yYXRlQgcKBV9zZWVkIsMCChBHZW5lcmF0ZVJlc3BvbnNlEi0KBnF1ZXVlZBgBIAEoCzIbLnZxZGlmZnVzaW9uLnYxLlF1ZXVlZEV2ZW50SAASLwoHc3RhcnRlZBgCIAEoCzIcLnZxZGlmZnVzaW9uLnYxLlN0YXJ0ZWRFdmVudEgAEjEKCHByb2dyZXNzGAMgASgLMh0udnFkaWZmdXNpb24udjEuUHJvZ3Jlc3NFdmVudEgAEjEKCHNuYXBzaG90GAQgASgLMh0udnFkaWZmdXNpb24udjEuU25hcHNob3RFdmVudEgAEisKBWltYWdlGAUgASgLMhoudnFkaWZmdXNpb24udjEuSW1hZ2VFdmVudEgAEjMKCWNvbXBsZXRlZBgGIAEoCzIeLnZxZGlmZnVzaW9uLnYxLkNvbXBsZXRlZEV2ZW50SABCBwoFZXZlbnQiNQoLUXVldWVkRXZlbnQSEAoIcG9zaXRpb24YASABKAUSFAoMcXVldWVfbGVuZ3RoGAIgASgFIuMDCgxTdGFydGVkRXZlbnQSEgoKcmVxdWVzdF9pZBgBIAEoCRIPCgdwcm9tcHRzGAIgAygJEhsKE251bV9pbmZlcmVuY2Vfc3RlcHMYAyABKAUSFgoOZ3VpZGFuY2Vfc2NhbGUYBCABKAISFwoPdHJ1bmNhdGlvbl9yYXRlGAUgASgCEh0KFW51bV9pbWFnZXNfcGVyX3Byb21wdBgGIAEoBRIMCgRzZWVkGAcgASgEEhEKCXRpbWVzdGVwcxgIIAMoAxISCgpudW1faW1hZ2VzGAkgASgFEjEKDGltYWdlX2Zvcm1hdBgKIAEoDjIbLnZxZGlmZnVzaW9uLnYxLkltYWdlRm9ybWF0Ei0KCnF1ZXVlX3dhaXQYCyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLAoHc2FtcGxlchgMIAEoDjIbLnZxZGlmZnVzaW9uLnYxLlNhbXBsZXJLaW5kEhMKC3RvdGFsX3N0ZXBzGA0gASgFEg0KBXNwZWVkGA4gASgBEioKBXByaW9yGA8gASgOMhsudnFkaWZmdXNpb24udjEuVW5tYXNrUHJpb3ISGgoNZWRpdF9zdHJlbmd0aBgQIAEoAUgAiAEBQhAKDl9lZGl0X3N0cmVuZ3RoInsKDVByb2dyZXNzRXZlbnQSFwoPY29tcGxldGVkX3N0ZXBzGAEgASgFEhMKC3RvdGFsX3N0ZXBzGAIgASgFEhAKCHRpbWVzdGVwGAMgASgDEioKB2VsYXBzZWQYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iwAEKDVNuYXBzaG90RXZlbnQSFwoPY29tcGxldGVkX3N0ZXBzGAEgASgFEhAKCHRpbWVzdGVwGAIgASgDEhMKC2ltYWdlX2luZGV4GAMgASgFEg4KBmhlaWdodBgEIAEoBRINCgV3aWR0aBgFIAEoBRIOCgZ0b2tlbnMYBiADKAUSFAoMbWFza2VkX2NvdW50GAcgASgFEg8KB3ByZXZpZXcYCCABKAwSGQoRcHJldmlld19taW1lX3R5cGUYCSABKAkifwoKSW1hZ2VFdmVudBINCgVpbmRleBgBIAEoBRIUCgxwcm9tcHRfaW5kZXgYAiABKAUSDAoEZGF0YRgDIAEoDBIRCgltaW1lX3R5cGUYBCABKAkSDQoFd2lkdGgYBSABKAUSDgoGaGVpZ2h0GAYgASgFEgwKBHNlZWQYByABKAQi6gEKDkNvbXBsZXRlZEV2ZW50Ei0KCnF1ZXVlX3dhaXQYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMgoPZ2VuZXJhdGlvbl90aW1lGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjEKDm1lYW5fc3RlcF90aW1lGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC2RlY29kZV90aW1lGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhIKCm51bV9pbWFnZXMYBSABKAUiFQoTR2V0TW9kZWxJbmZvUmVxdWVzdCK/BAoUR2V0TW9kZWxJbmZvUmVzcG9uc2USEAoIbW9kZWxfaWQYASABKAkSEgoKbW9kZWxfcGF0aBgCIAEoCRIdChVpc19idWlsdGluX3Rlc3RfbW9kZWwYAyABKAgSFQoNbGF0ZW50X2hlaWdodBgEIAEoBRIUCgxsYXRlbnRfd2lkdGgYBSABKAUSFAoMaW1hZ2VfaGVpZ2h0GAYgASgFEhMKC2ltYWdlX3dpZHRoGAcgASgFEhEKCW51bV9jb2RlcxgIIAEoBRIZChFudW1fdmVjdG9yX2VtYmVkcxgJIAEoBRIbChNudW1fdHJhaW5fdGltZXN0ZXBzGAogASgFEhkKEW1heF9wcm9tcHRfdG9rZW5zGAsgASgFEiMKG2RlZmF1bHRfbnVtX2luZmVyZW5jZV9zdGVwcxgMIAEoBRIeChZkZWZhdWx0X2d1aWRhbmNlX3NjYWxlGA0gASgCEh8KF2RlZmF1bHRfdHJ1bmNhdGlvbl9yYXRlGA4gASgCEg4KBmRldmljZRgPIAEoCRINCgVkdHlwZRgQIAEoCRIWCg5zZXJ2ZXJfdmVyc2lvbhgRIAEoCRIsCgZsaW1pdHMYEiABKAsyHC52cWRpZmZ1c2lvbi52MS5TZXJ2ZXJMaW1pdHMSKgoibGVhcm5lZF9jbGFzc2lmaWVyX2ZyZWVfZW1iZWRkaW5ncxgTIAEoCBItCghzYW1wbGVycxgUIAMoCzIbLnZxZGlmZnVzaW9uLnYxLlNhbXBsZXJJbmZvIoYCCgtTYW1wbGVySW5mbxIpCgRraW5kGAEgASgOMhsudnFkaWZmdXNpb24udjEuU2FtcGxlcktpbmQSDAoEbmFtZRgCIAEoCRISCgppc19kZWZhdWx0GAMgASgIEhMKC2Rlc2NyaXB0aW9uGAQgASgJEhEKCW1pbl9zcGVlZBgFIAEoARIRCgltYXhfc3BlZWQYBiABKAESKQoGc3BlZWRzGAcgAygLMhkudnFkaWZmdXNpb24udjEuU3BlZWRJbmZvEkQKGGRlZmF1bHRfdW5tYXNrX3NjaGVkdWxlcxgIIAMoCzIiLnZxZGlmZnVzaW9uLnYxLlVubWFza1NjaGVkdWxlSW5mbyJYCglTcGVlZEluZm8SDQoFc3BlZWQYASABKAESDAoEbW9kZRgCIAEoCRIVCg1uZXR3b3JrX2NhbGxzGAMgASgFEhcKD3Rva2Vuc19wZXJfY2FsbBgEIAEoBSJSChJVbm1hc2tTY2hlZHVsZUluZm8SEgoKYXBwbGllc190bxgBIAEoCRIOCgZjb3VudHMYAiADKAUSGAoQZml0c19sYXRlbnRfZ3JpZBgDIAEoCCKvAQoMU2VydmVyTGltaXRzEhMKC21heF9wcm9tcHRzGAEgASgFEh0KFW1heF9wcm9tcHRfY2hhcmFjdGVycxgCIAEoBRIdChVtYXhfaW1hZ2VzX3Blcl9wcm9tcHQYAyABKAUSFgoObWF4X2JhdGNoX3NpemUYBCABKAUSGgoSbWF4X2d1aWRhbmNlX3NjYWxlGAUgASgCEhgKEG1heF9xdWV1ZV9sZW5ndGgYBiABKAUqbwoLSW1hZ2VGb3JtYXQSHAoYSU1BR0VfRk9STUFUX1VOU1BFQ0lGSUVEEAASFAoQSU1BR0VfRk9STUFUX1BORxABEhUKEUlNQUdFX0ZPUk1BVF9KUEVHEAISFQoRSU1BR0VfRk9STUFUX1dFQlAQAypmCgtTYW1wbGVyS2luZBIcChhTQU1QTEVSX0tJTkRfVU5TUEVDSUZJRUQQABIaChZTQU1QTEVSX0tJTkRfRElGRlVTRVJTEAESHQoZU0FNUExFUl9LSU5EX1ZRX0RJRkZVU0lPThACKnoKC1VubWFza1ByaW9yEhwKGFVOTUFTS19QUklPUl9VTlNQRUNJRklFRBAAEhUKEVVOTUFTS19QUklPUl9OT05FEAESHQoZVU5NQVNLX1BSSU9SX0hJR0hfUVVBTElUWRACEhcKE1VOTUFTS19QUklPUl9QVVJJVFkQAyqbAQoYQ2xhc3NpZmllckZyZWVFbWJlZGRpbmdzEioKJkNMQVNTSUZJRVJfRlJFRV9FTUJFRERJTkdTX1VOU1BFQ0lGSUVEEAASJgoiQ0xBU1NJRklFUl9GUkVFX0VNQkVERElOR1NfTEVBUk5FRBABEisKJ0NMQVNTSUZJRVJfRlJFRV9FTUJFRERJTkdTX0VNUFRZX1BST01QVBACMsABChJWcURpZmZ1c2lvblNlcnZpY2USTwoIR2VuZXJhdGUSHy52cWRpZmZ1c2lvbi52MS5HZW5lcmF0ZVJlcXVlc3QaIC52cWRpZmZ1c2lvbi52MS5HZW5lcmF0ZVJlc3BvbnNlMAESWQoMR2V0TW9kZWxJbmZvEiMudnFkaWZmdXNpb24udjEuR2V0TW9kZWxJbmZvUmVxdWVzdBokLnZxZGlmZnVzaW9uLnYxLkdldE1vZGVsSW5mb1Jlc3BvbnNlQhaqAhNWcURpZmZ1c2lvbi5HcnBjLlYxYgZwcm90bzM", [file_google_protobuf_duration]);
+
+/**
+ * How a request is sampled. Unset = diffusers' sampler with its defaults. Everything but
+ * classifier_free_embeddings applies to SAMPLER_KIND_VQ_DIFFUSION only.
+ *
+ * @generated from message vqdiffusion.v1.SamplerOptions
+ */
+export type SamplerOptions = Message<"vqdiffusion.v1.SamplerOptions"> & {
+  /**
+   * The sampling family; unspecified = diffusers.
+   *
+   * @generated from field: vqdiffusion.v1.SamplerKind kind = 1;
+   */
+  kind: SamplerKind;
+
+  /**
+   * The original's infer_speed; unset = 1. Below 2: every timestep (one network call each);
+   * >= 2: fast inference, skip = floor(speed) - 1 timesteps per call; < 1: high-quality inference,
+   * at most int((1024 // T) * speed) tokens unmasked per call (needs a prior schedule).
+   * Range (0, num_train_timesteps]; GetModelInfo lists speeds and their network calls.
+   *
+   * @generated from field: optional double speed = 2;
+   */
+  speed?: number | undefined;
+
+  /**
+   * The unmasking prior; unspecified = none.
+   *
+   * @generated from field: vqdiffusion.v1.UnmaskPrior prior = 3;
+   */
+  prior: UnmaskPrior;
+
+  /**
+   * The purity prior's weight r >= 0 (Improved VQ-Diffusion, Eq. 11), at most 100; 0 = none.
+   *
+   * @generated from field: double prior_weight = 4;
+   */
+  priorWeight: number;
+
+  /**
+   * Tokens to unmask per timestep with a prior (the original's n_sample), num_train_timesteps
+   * entries, index = t. Empty = the original's list for the model's T (T = 100, 50, 25, 10), which
+   * must fit the latent grid. A 0 skips that timestep.
+   *
+   * @generated from field: repeated int32 unmask_schedule = 5;
+   */
+  unmaskSchedule: number[];
+
+  /**
+   * The negative embeddings of classifier-free guidance; unspecified = the model's.
+   *
+   * @generated from field: vqdiffusion.v1.ClassifierFreeEmbeddings classifier_free_embeddings = 6;
+   */
+  classifierFreeEmbeddings: ClassifierFreeEmbeddings;
+};
+
+/**
+ * Describes the message vqdiffusion.v1.SamplerOptions.
+ * Use `create(SamplerOptionsSchema)` to create a new message.
+ */
+export const SamplerOptionsSchema: GenMessage<SamplerOptions> = /*@__PURE__*/
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 0);
+
+/**
+ * Editing and inpainting of a source. Give one source, and a strength (edit: the source is noised
+ * to t = int(T * strength) - 1 and denoised from there), a mask (inpaint: masked tokens are
+ * regenerated, the others stay the source's after every step), or both.
+ *
+ * @generated from message vqdiffusion.v1.EditOptions
+ */
+export type EditOptions = Message<"vqdiffusion.v1.EditOptions"> & {
+  /**
+   * Source tokens, [images x H x W] row-major (prompt-major image order), each 0..num_codes-1.
+   *
+   * @generated from field: repeated int32 source_tokens = 1;
+   */
+  sourceTokens: number[];
+
+  /**
+   * A source image (PNG, JPEG or WebP) of the output size, encoded by the VQ-VAE and quantised to
+   * its nearest codes; the source of every image.
+   *
+   * @generated from field: bytes source_image = 2;
+   */
+  sourceImage: Uint8Array;
+
+  /**
+   * The original's filter_ratio, in (0, 1] and at least 1/num_train_timesteps; unset = no noising
+   * (then a mask is required). Under the vq-diffusion sampler this is the original's DALLE.sample:
+   * no guidance (guidance_scale <= 1 or unset) and no truncation (truncation_rate 1 or unset).
+   *
+   * @generated from field: optional double strength = 3;
+   */
+  strength?: number | undefined;
+
+  /**
+   * Tokens to regenerate over the latent grid, H x W row-major (true = regenerate), for every image.
+   *
+   * @generated from field: repeated bool mask = 4;
+   */
+  mask: boolean[];
+
+  /**
+   * An image-space mask (PNG ...) of the output size: a token is regenerated when any pixel of its
+   * patch has a red, green or blue value >= 128 (white = regenerate).
+   *
+   * @generated from field: bytes mask_image = 5;
+   */
+  maskImage: Uint8Array;
+};
+
+/**
+ * Describes the message vqdiffusion.v1.EditOptions.
+ * Use `create(EditOptionsSchema)` to create a new message.
+ */
+export const EditOptionsSchema: GenMessage<EditOptions> = /*@__PURE__*/
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 1);
 
 /**
  * Which intermediate states to stream while denoising.
@@ -70,7 +187,7 @@ export type SnapshotOptions = Message<"vqdiffusion.v1.SnapshotOptions"> & {
  * Use `create(SnapshotOptionsSchema)` to create a new message.
  */
 export const SnapshotOptionsSchema: GenMessage<SnapshotOptions> = /*@__PURE__*/
-  messageDesc(file_vqdiffusion_v1_vqdiffusion, 0);
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 2);
 
 /**
  * A text-to-image request. Unset scalar fields take the defaults reported by GetModelInfo.
@@ -86,14 +203,17 @@ export type GenerateRequest = Message<"vqdiffusion.v1.GenerateRequest"> & {
   prompts: string[];
 
   /**
-   * Denoising steps, 1..num_train_timesteps; 0 = default (100).
+   * Denoising steps, 1..num_train_timesteps; 0 = default (100, at most num_train_timesteps). The
+   * vq-diffusion sampler always denoises num_train_timesteps (its speed sets the network calls);
+   * an edit with a strength denoises int(T * strength). Leave it 0 there.
    *
    * @generated from field: int32 num_inference_steps = 2;
    */
   numInferenceSteps: number;
 
   /**
-   * Classifier-free guidance scale >= 0 (guidance runs when > 1); unset = default (5.0).
+   * Classifier-free guidance scale >= 0; unset = default (5.0; 1 = none for a vq-diffusion edit
+   * with a strength). diffusers' sampler guides when > 1, the vq-diffusion one unless |g - 1| < 1e-3.
    *
    * @generated from field: optional float guidance_scale = 3;
    */
@@ -157,6 +277,20 @@ export type GenerateRequest = Message<"vqdiffusion.v1.GenerateRequest"> & {
    * @generated from field: string request_id = 11;
    */
   requestId: string;
+
+  /**
+   * The sampling family and its options; unset = diffusers' sampler.
+   *
+   * @generated from field: vqdiffusion.v1.SamplerOptions sampler = 12;
+   */
+  sampler?: SamplerOptions | undefined;
+
+  /**
+   * Editing / inpainting of a source; unset = text-to-image.
+   *
+   * @generated from field: vqdiffusion.v1.EditOptions edit = 13;
+   */
+  edit?: EditOptions | undefined;
 };
 
 /**
@@ -164,7 +298,7 @@ export type GenerateRequest = Message<"vqdiffusion.v1.GenerateRequest"> & {
  * Use `create(GenerateRequestSchema)` to create a new message.
  */
 export const GenerateRequestSchema: GenMessage<GenerateRequest> = /*@__PURE__*/
-  messageDesc(file_vqdiffusion_v1_vqdiffusion, 1);
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 3);
 
 /**
  * One event of the Generate stream.
@@ -233,7 +367,7 @@ export type GenerateResponse = Message<"vqdiffusion.v1.GenerateResponse"> & {
  * Use `create(GenerateResponseSchema)` to create a new message.
  */
 export const GenerateResponseSchema: GenMessage<GenerateResponse> = /*@__PURE__*/
-  messageDesc(file_vqdiffusion_v1_vqdiffusion, 2);
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 4);
 
 /**
  * The request waits for the model.
@@ -261,7 +395,7 @@ export type QueuedEvent = Message<"vqdiffusion.v1.QueuedEvent"> & {
  * Use `create(QueuedEventSchema)` to create a new message.
  */
 export const QueuedEventSchema: GenMessage<QueuedEvent> = /*@__PURE__*/
-  messageDesc(file_vqdiffusion_v1_vqdiffusion, 3);
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 5);
 
 /**
  * Generation started; the parameters actually used.
@@ -319,7 +453,8 @@ export type StartedEvent = Message<"vqdiffusion.v1.StartedEvent"> & {
   seed: bigint;
 
   /**
-   * The timesteps, in the order they are denoised (n-1 ... 0).
+   * The timestep of every step, in order (n-1 ... 0 for diffusers; with the vq-diffusion sampler a
+   * timestep repeats when its prior needs several network calls, and fast inference skips some).
    *
    * @generated from field: repeated int64 timesteps = 8;
    */
@@ -345,6 +480,41 @@ export type StartedEvent = Message<"vqdiffusion.v1.StartedEvent"> & {
    * @generated from field: google.protobuf.Duration queue_wait = 11;
    */
   queueWait?: Duration | undefined;
+
+  /**
+   * The sampling family used.
+   *
+   * @generated from field: vqdiffusion.v1.SamplerKind sampler = 12;
+   */
+  sampler: SamplerKind;
+
+  /**
+   * Steps (network calls) in total: the number of progress events.
+   *
+   * @generated from field: int32 total_steps = 13;
+   */
+  totalSteps: number;
+
+  /**
+   * The vq-diffusion sampler's speed (1 for diffusers).
+   *
+   * @generated from field: double speed = 14;
+   */
+  speed: number;
+
+  /**
+   * The prior in effect (UNMASK_PRIOR_HIGH_QUALITY for a speed below 1 without one).
+   *
+   * @generated from field: vqdiffusion.v1.UnmaskPrior prior = 15;
+   */
+  prior: UnmaskPrior;
+
+  /**
+   * The edit's strength, when the request noises a source.
+   *
+   * @generated from field: optional double edit_strength = 16;
+   */
+  editStrength?: number | undefined;
 };
 
 /**
@@ -352,10 +522,11 @@ export type StartedEvent = Message<"vqdiffusion.v1.StartedEvent"> & {
  * Use `create(StartedEventSchema)` to create a new message.
  */
 export const StartedEventSchema: GenMessage<StartedEvent> = /*@__PURE__*/
-  messageDesc(file_vqdiffusion_v1_vqdiffusion, 4);
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 6);
 
 /**
- * One denoising step finished.
+ * One denoising step (one network evaluation of the batch; conditional and unconditional together
+ * when guided) finished.
  *
  * @generated from message vqdiffusion.v1.ProgressEvent
  */
@@ -368,14 +539,14 @@ export type ProgressEvent = Message<"vqdiffusion.v1.ProgressEvent"> & {
   completedSteps: number;
 
   /**
-   * Steps in total.
+   * Steps in total (the network calls of the request).
    *
    * @generated from field: int32 total_steps = 2;
    */
   totalSteps: number;
 
   /**
-   * The timestep just denoised.
+   * The timestep the network saw at this step.
    *
    * @generated from field: int64 timestep = 3;
    */
@@ -394,7 +565,7 @@ export type ProgressEvent = Message<"vqdiffusion.v1.ProgressEvent"> & {
  * Use `create(ProgressEventSchema)` to create a new message.
  */
 export const ProgressEventSchema: GenMessage<ProgressEvent> = /*@__PURE__*/
-  messageDesc(file_vqdiffusion_v1_vqdiffusion, 5);
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 7);
 
 /**
  * The state of one image after a step.
@@ -471,7 +642,7 @@ export type SnapshotEvent = Message<"vqdiffusion.v1.SnapshotEvent"> & {
  * Use `create(SnapshotEventSchema)` to create a new message.
  */
 export const SnapshotEventSchema: GenMessage<SnapshotEvent> = /*@__PURE__*/
-  messageDesc(file_vqdiffusion_v1_vqdiffusion, 6);
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 8);
 
 /**
  * A finished image.
@@ -534,7 +705,7 @@ export type ImageEvent = Message<"vqdiffusion.v1.ImageEvent"> & {
  * Use `create(ImageEventSchema)` to create a new message.
  */
 export const ImageEventSchema: GenMessage<ImageEvent> = /*@__PURE__*/
-  messageDesc(file_vqdiffusion_v1_vqdiffusion, 7);
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 9);
 
 /**
  * The request finished.
@@ -583,7 +754,7 @@ export type CompletedEvent = Message<"vqdiffusion.v1.CompletedEvent"> & {
  * Use `create(CompletedEventSchema)` to create a new message.
  */
 export const CompletedEventSchema: GenMessage<CompletedEvent> = /*@__PURE__*/
-  messageDesc(file_vqdiffusion_v1_vqdiffusion, 8);
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 10);
 
 /**
  * GetModelInfo request (no fields).
@@ -598,7 +769,7 @@ export type GetModelInfoRequest = Message<"vqdiffusion.v1.GetModelInfoRequest"> 
  * Use `create(GetModelInfoRequestSchema)` to create a new message.
  */
 export const GetModelInfoRequestSchema: GenMessage<GetModelInfoRequest> = /*@__PURE__*/
-  messageDesc(file_vqdiffusion_v1_vqdiffusion, 9);
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 11);
 
 /**
  * Describes the served model.
@@ -738,6 +909,13 @@ export type GetModelInfoResponse = Message<"vqdiffusion.v1.GetModelInfoResponse"
    * @generated from field: bool learned_classifier_free_embeddings = 19;
    */
   learnedClassifierFreeEmbeddings: boolean;
+
+  /**
+   * The sampling families, their speeds and default unmask schedules on this model.
+   *
+   * @generated from field: repeated vqdiffusion.v1.SamplerInfo samplers = 20;
+   */
+  samplers: SamplerInfo[];
 };
 
 /**
@@ -745,7 +923,156 @@ export type GetModelInfoResponse = Message<"vqdiffusion.v1.GetModelInfoResponse"
  * Use `create(GetModelInfoResponseSchema)` to create a new message.
  */
 export const GetModelInfoResponseSchema: GenMessage<GetModelInfoResponse> = /*@__PURE__*/
-  messageDesc(file_vqdiffusion_v1_vqdiffusion, 10);
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 12);
+
+/**
+ * What one sampling family offers on the served model.
+ *
+ * @generated from message vqdiffusion.v1.SamplerInfo
+ */
+export type SamplerInfo = Message<"vqdiffusion.v1.SamplerInfo"> & {
+  /**
+   * The family.
+   *
+   * @generated from field: vqdiffusion.v1.SamplerKind kind = 1;
+   */
+  kind: SamplerKind;
+
+  /**
+   * Its name on the command line: diffusers, vq-diffusion.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Whether requests without sampler options use it.
+   *
+   * @generated from field: bool is_default = 3;
+   */
+  isDefault: boolean;
+
+  /**
+   * What it does.
+   *
+   * @generated from field: string description = 4;
+   */
+  description: string;
+
+  /**
+   * The smallest speed it takes (1 for diffusers).
+   *
+   * @generated from field: double min_speed = 5;
+   */
+  minSpeed: number;
+
+  /**
+   * The largest speed it takes.
+   *
+   * @generated from field: double max_speed = 6;
+   */
+  maxSpeed: number;
+
+  /**
+   * Representative speeds and their network calls.
+   *
+   * @generated from field: repeated vqdiffusion.v1.SpeedInfo speeds = 7;
+   */
+  speeds: SpeedInfo[];
+
+  /**
+   * The original's unmask schedules for this model's T.
+   *
+   * @generated from field: repeated vqdiffusion.v1.UnmaskScheduleInfo default_unmask_schedules = 8;
+   */
+  defaultUnmaskSchedules: UnmaskScheduleInfo[];
+};
+
+/**
+ * Describes the message vqdiffusion.v1.SamplerInfo.
+ * Use `create(SamplerInfoSchema)` to create a new message.
+ */
+export const SamplerInfoSchema: GenMessage<SamplerInfo> = /*@__PURE__*/
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 13);
+
+/**
+ * One speed of the vq-diffusion sampler.
+ *
+ * @generated from message vqdiffusion.v1.SpeedInfo
+ */
+export type SpeedInfo = Message<"vqdiffusion.v1.SpeedInfo"> & {
+  /**
+   * The speed (the original's infer_speed).
+   *
+   * @generated from field: double speed = 1;
+   */
+  speed: number;
+
+  /**
+   * high-quality (below 1), plain (1 to 2) or fast (2 and above).
+   *
+   * @generated from field: string mode = 2;
+   */
+  mode: string;
+
+  /**
+   * Network calls per request without a prior (a guided call is a conditional and an unconditional
+   * forward); 0 where they depend on the unmask schedule a request must give.
+   *
+   * @generated from field: int32 network_calls = 3;
+   */
+  networkCalls: number;
+
+  /**
+   * High-quality inference: at most this many tokens unmasked per call; 0 otherwise.
+   *
+   * @generated from field: int32 tokens_per_call = 4;
+   */
+  tokensPerCall: number;
+};
+
+/**
+ * Describes the message vqdiffusion.v1.SpeedInfo.
+ * Use `create(SpeedInfoSchema)` to create a new message.
+ */
+export const SpeedInfoSchema: GenMessage<SpeedInfo> = /*@__PURE__*/
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 14);
+
+/**
+ * One of the original's default unmask schedules.
+ *
+ * @generated from message vqdiffusion.v1.UnmaskScheduleInfo
+ */
+export type UnmaskScheduleInfo = Message<"vqdiffusion.v1.UnmaskScheduleInfo"> & {
+  /**
+   * When the original uses it.
+   *
+   * @generated from field: string applies_to = 1;
+   */
+  appliesTo: string;
+
+  /**
+   * Tokens unmasked per timestep, index = t.
+   *
+   * @generated from field: repeated int32 counts = 2;
+   */
+  counts: number[];
+
+  /**
+   * Whether the latent grid has the tokens it unmasks before t = 0; when false, requests with a prior
+   * must give their own unmask_schedule.
+   *
+   * @generated from field: bool fits_latent_grid = 3;
+   */
+  fitsLatentGrid: boolean;
+};
+
+/**
+ * Describes the message vqdiffusion.v1.UnmaskScheduleInfo.
+ * Use `create(UnmaskScheduleInfoSchema)` to create a new message.
+ */
+export const UnmaskScheduleInfoSchema: GenMessage<UnmaskScheduleInfo> = /*@__PURE__*/
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 15);
 
 /**
  * Limits a request must respect.
@@ -801,7 +1128,7 @@ export type ServerLimits = Message<"vqdiffusion.v1.ServerLimits"> & {
  * Use `create(ServerLimitsSchema)` to create a new message.
  */
 export const ServerLimitsSchema: GenMessage<ServerLimits> = /*@__PURE__*/
-  messageDesc(file_vqdiffusion_v1_vqdiffusion, 11);
+  messageDesc(file_vqdiffusion_v1_vqdiffusion, 16);
 
 /**
  * Encoding of returned images.
@@ -843,6 +1170,120 @@ export enum ImageFormat {
  */
 export const ImageFormatSchema: GenEnum<ImageFormat> = /*@__PURE__*/
   enumDesc(file_vqdiffusion_v1_vqdiffusion, 0);
+
+/**
+ * The sampling family (README "Samplers").
+ *
+ * @generated from enum vqdiffusion.v1.SamplerKind
+ */
+export enum SamplerKind {
+  /**
+   * Same as SAMPLER_KIND_DIFFUSERS.
+   *
+   * @generated from enum value: SAMPLER_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * diffusers' VQDiffusionPipeline: timesteps num_inference_steps-1 ... 0, one network call each;
+   * exact with diffusers.
+   *
+   * @generated from enum value: SAMPLER_KIND_DIFFUSERS = 1;
+   */
+  DIFFUSERS = 1,
+
+  /**
+   * The original microsoft/VQ-Diffusion samplers (Improved VQ-Diffusion): every training timestep,
+   * fast inference (speed >= 2), high-quality inference (speed < 1) and the purity prior; exact with
+   * the original code.
+   *
+   * @generated from enum value: SAMPLER_KIND_VQ_DIFFUSION = 2;
+   */
+  VQ_DIFFUSION = 2,
+}
+
+/**
+ * Describes the enum vqdiffusion.v1.SamplerKind.
+ */
+export const SamplerKindSchema: GenEnum<SamplerKind> = /*@__PURE__*/
+  enumDesc(file_vqdiffusion_v1_vqdiffusion, 1);
+
+/**
+ * Which masked tokens the vq-diffusion sampler unmasks first (the original's prior_rule).
+ *
+ * @generated from enum vqdiffusion.v1.UnmaskPrior
+ */
+export enum UnmaskPrior {
+  /**
+   * Same as UNMASK_PRIOR_NONE (a speed below 1 then selects UNMASK_PRIOR_HIGH_QUALITY, as the
+   * original does).
+   *
+   * @generated from enum value: UNMASK_PRIOR_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * prior_rule 0 (VQ-Diffusion v1): every position is drawn from the posterior at every step.
+   *
+   * @generated from enum value: UNMASK_PRIOR_NONE = 1;
+   */
+  NONE = 1,
+
+  /**
+   * prior_rule 1 ("high-quality inference"): the scheduled number of tokens per timestep, chosen
+   * uniformly among the masked positions.
+   *
+   * @generated from enum value: UNMASK_PRIOR_HIGH_QUALITY = 2;
+   */
+  HIGH_QUALITY = 2,
+
+  /**
+   * prior_rule 2 (purity prior): positions chosen in proportion to their top predicted probability.
+   *
+   * @generated from enum value: UNMASK_PRIOR_PURITY = 3;
+   */
+  PURITY = 3,
+}
+
+/**
+ * Describes the enum vqdiffusion.v1.UnmaskPrior.
+ */
+export const UnmaskPriorSchema: GenEnum<UnmaskPrior> = /*@__PURE__*/
+  enumDesc(file_vqdiffusion_v1_vqdiffusion, 2);
+
+/**
+ * The negative ("unconditional") embeddings classifier-free guidance uses.
+ *
+ * @generated from enum vqdiffusion.v1.ClassifierFreeEmbeddings
+ */
+export enum ClassifierFreeEmbeddings {
+  /**
+   * The model's: its learned embeddings when they are learnable, otherwise the empty prompt.
+   *
+   * @generated from enum value: CLASSIFIER_FREE_EMBEDDINGS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The learned embeddings (the model must have learnable ones).
+   *
+   * @generated from enum value: CLASSIFIER_FREE_EMBEDDINGS_LEARNED = 1;
+   */
+  LEARNED = 1,
+
+  /**
+   * The normalised CLIP encoding of the empty prompt (zero-shot classifier-free guidance).
+   *
+   * @generated from enum value: CLASSIFIER_FREE_EMBEDDINGS_EMPTY_PROMPT = 2;
+   */
+  EMPTY_PROMPT = 2,
+}
+
+/**
+ * Describes the enum vqdiffusion.v1.ClassifierFreeEmbeddings.
+ */
+export const ClassifierFreeEmbeddingsSchema: GenEnum<ClassifierFreeEmbeddings> = /*@__PURE__*/
+  enumDesc(file_vqdiffusion_v1_vqdiffusion, 3);
 
 /**
  * The text-to-image service.
