@@ -37,7 +37,16 @@ catch (Exception ex) when (StartupErrors.ConfigurationProblems(ex) is { Count: >
 Task shutdown = app.WaitForShutdownAsync();
 _ = shutdown.ContinueWith(_ => modelThread.Complete(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
 modelThread.RunOnCurrentThread();
-shutdown.GetAwaiter().GetResult();
+try
+{
+    shutdown.GetAwaiter().GetResult();
+}
+catch (Exception ex) when (ex is OperationCanceledException or AggregateException)
+{
+    // A service that did not stop within the shutdown timeout: still dispose in order below (the model thread is done).
+    Console.Error.WriteLine($"VqDiffusion.Server: the host did not stop cleanly: {ex.Message}");
+}
+
 int exitCode = app.Services.GetRequiredService<ModelHost>().ExitCode;
 app.DisposeAsync().AsTask().GetAwaiter().GetResult();
 return exitCode;

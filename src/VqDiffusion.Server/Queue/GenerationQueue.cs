@@ -89,7 +89,7 @@ public sealed class GenerationQueue
         _available.Release();
     }
 
-    /// <summary>Waits for the oldest job that is not cancelled.</summary>
+    /// <summary>Waits for the oldest job that is not cancelled; throws <see cref="OperationCanceledException"/> once closed.</summary>
     public async Task<GenerationJob> TakeAsync(CancellationToken stoppingToken)
     {
         while (true)
@@ -97,6 +97,11 @@ public sealed class GenerationQueue
             await _available.WaitAsync(stoppingToken).ConfigureAwait(false);
             lock (_gate)
             {
+                if (_closed)
+                {
+                    throw new OperationCanceledException("the queue is closed");
+                }
+
                 if (_waiting.First is { } first)
                 {
                     Detach(first.Value);
@@ -112,13 +117,20 @@ public sealed class GenerationQueue
 
     /// <summary>
     /// Takes, without waiting, the waiting job with the lowest <paramref name="priority"/> (the oldest among equals);
-    /// a job whose priority is null is passed over and keeps its place. False when no job may be taken now.
+    /// a job whose priority is null is passed over and keeps its place. False when no job may be taken now (or the
+    /// queue is closed).
     /// </summary>
     public bool TryTakeNext(Func<GenerationJob, int?> priority, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out GenerationJob? job)
     {
         Entry? best = null;
         lock (_gate)
         {
+            if (_closed)
+            {
+                job = null;
+                return false;
+            }
+
             int bestPriority = int.MaxValue;
             foreach (Entry entry in _waiting)
             {

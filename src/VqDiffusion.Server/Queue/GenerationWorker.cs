@@ -154,7 +154,10 @@ public sealed class GenerationWorker : BackgroundService
             // Only at a step boundary: the runs still going when the drain timeout expired (or the host stopped).
             if (active.Count > 0)
             {
-                _logger.LogWarning("Shutdown: the drain timeout expired with {ActiveRuns} run(s) in progress; stopping them at this step boundary", active.Count);
+                _logger.LogWarning(
+                    "Shutdown: stopping {ActiveRuns} run(s) in progress at this step boundary ({Reason})",
+                    active.Count,
+                    _shutdown.DrainExpired.IsCancellationRequested ? "Generation:DrainTimeout expired" : "the host stopped");
             }
 
             foreach (ActiveRun run in active)
