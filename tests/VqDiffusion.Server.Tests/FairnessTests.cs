@@ -48,7 +48,7 @@ public sealed class FairnessTests
         Status rejected = await d.Ended;
         Assert.Equal(StatusCode.ResourceExhausted, rejected.StatusCode);
         Assert.Contains("Generation:MaxQueuedPerCaller", rejected.Detail, StringComparison.Ordinal);
-        Assert.Contains("caller x already has 2 requests waiting", rejected.Detail, StringComparison.Ordinal);
+        Assert.Contains("caller x has reached Generation:MaxQueuedPerCaller (2 waiting)", rejected.Detail, StringComparison.Ordinal);
 
         // Another caller still gets in.
         using var e = new TrackedCall(server.Client, "e", Short(), log, HeaderCallerIdentity.As("y"));
@@ -68,7 +68,7 @@ public sealed class FairnessTests
         using var c = new TrackedCall(server.Client, "c", Short(), log);
         Status rejected = await c.Ended;
         Assert.Equal(StatusCode.ResourceExhausted, rejected.StatusCode);
-        Assert.Equal("caller 127.0.0.1 already has 1 requests waiting (Generation:MaxQueuedPerCaller); retry when one has started", rejected.Detail);
+        Assert.Equal("caller 127.0.0.1 has reached Generation:MaxQueuedPerCaller (1 waiting); retry when one has started", rejected.Detail);
     }
 
     [Fact]

@@ -26,5 +26,5 @@ public sealed class QueueFullException : Exception
 
     /// <summary>A caller has <paramref name="limit"/> requests waiting already.</summary>
     public static QueueFullException ForCaller(string caller, int limit) =>
-        new("Generation:MaxQueuedPerCaller", limit, $"caller {caller} already has {limit} requests waiting (Generation:MaxQueuedPerCaller); retry when one has started");
+        new("Generation:MaxQueuedPerCaller", limit, $"caller {caller} has reached Generation:MaxQueuedPerCaller ({limit} waiting); retry when one has started");
 }
