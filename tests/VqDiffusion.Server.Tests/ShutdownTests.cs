@@ -132,6 +132,7 @@ public sealed class ShutdownTests : IClassFixture<SlowModelFixture>
                         break;
                     case GenerateResponse.EventOneofCase.Progress:
                         end.Steps = e.Progress.CompletedSteps;
+                        end.Elapsed = e.Progress.Elapsed.ToTimeSpan();
                         watcher?.FirstProgress.TrySetResult();
                         break;
                     case GenerateResponse.EventOneofCase.Image:
@@ -189,6 +190,10 @@ public sealed class ShutdownTests : IClassFixture<SlowModelFixture>
 
         public bool Completed { get; set; }
 
-        public override string ToString() => $"{Id}: {Status} \"{Detail}\" after {Steps} step(s), started {Started}, {Images} image(s), completed {Completed}";
+        /// <summary>The last progress event's time since the run started.</summary>
+        public TimeSpan Elapsed { get; set; }
+
+        public override string ToString() =>
+            $"{Id}: {Status} \"{Detail}\" after {Steps} step(s) in {Elapsed.TotalSeconds:F1} s, started {Started}, {Images} image(s), completed {Completed}";
     }
 }

@@ -136,10 +136,13 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
     }
 
     /// <summary>The loaded pipeline, or UNAVAILABLE (the details of a load failure are in the server log, never in the status).</summary>
-    private VQDiffusionPipeline RequireModel() =>
-        _model.Pipeline ?? throw new RpcException(new Status(StatusCode.Unavailable, _model.State == ModelState.Loading
-            ? "the model is still loading; retry when health reports SERVING"
-            : ModelHost.FailedMessage));
+    private VQDiffusionPipeline RequireModel()
+    {
+        Task<VQDiffusionPipeline> loaded = _model.Loaded; // one read of the one published state
+        return loaded.IsCompletedSuccessfully
+            ? loaded.Result
+            : throw new RpcException(new Status(StatusCode.Unavailable, loaded.IsCompleted ? ModelHost.FailedMessage : "the model is still loading; retry when health reports SERVING"));
+    }
 
     private static GenerateResponse ToProto(GenerationJob job, GenerationEvent e) => e switch
     {
