@@ -27,9 +27,9 @@ public static class StartupErrors
                 problems.AddRange(validation.Failures);
                 break;
             case AggregateException aggregate:
-                foreach (Exception inner in aggregate.InnerExceptions)
+                foreach (Exception each in aggregate.InnerExceptions)
                 {
-                    Collect(inner, problems);
+                    Collect(each, problems);
                 }
 
                 break;
