@@ -45,6 +45,7 @@ public sealed class ModelHost : IHostedService, IDisposable
     private readonly object _leaseGate = new();
     private int _leases;
     private bool _disposed;
+    private int _disposeStarted;
 
     public ModelHost(IOptions<ModelOptions> options, ILogger<ModelHost> logger, IModelLoadGate gate, ModelThread modelThread, IHostApplicationLifetime lifetime)
     {
@@ -249,6 +250,12 @@ public sealed class ModelHost : IHostedService, IDisposable
     /// </summary>
     public void Dispose()
     {
+        // Registered twice (singleton and hosted service), so the container disposes it twice.
+        if (Interlocked.Exchange(ref _disposeStarted, 1) != 0)
+        {
+            return;
+        }
+
         _stopping.Cancel();
 
         // The pipeline goes only after the model thread has finished everything queued on it...
@@ -269,8 +276,6 @@ public sealed class ModelHost : IHostedService, IDisposable
         {
             _loaded.Task.Result.Dispose();
         }
-
-        _stopping.Dispose();
     }
 
     /// <summary>A returned-once lease from <see cref="Use"/>.</summary>

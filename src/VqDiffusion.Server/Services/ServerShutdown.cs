@@ -73,6 +73,7 @@ public sealed class ServerShutdown : IHostedService, IDisposable
 
     public void Dispose()
     {
+        // Idempotent: registered twice (singleton and hosted service), so the container disposes it twice.
         _registration.Dispose();
         _stopping.Dispose();
         _drainExpired.Dispose();
