@@ -16,7 +16,7 @@ namespace VqDiffusion.Server.Queue;
 /// are checked before each of a run's steps; a run that fails ends alone. Between steps the next job is the waiting one
 /// whose caller has the fewest active runs (the oldest among equals; none beyond <c>Generation:MaxActivePerCaller</c>).
 /// On shutdown (<see cref="ServerShutdown"/>) nothing more is admitted, the runs in progress go on until they finish or
-/// the drain timeout expires, and then stop at their next step boundary with UNAVAILABLE; the worker holds a
+/// the drain timeout expires (their clients then get UNAVAILABLE at once), and then stop at their next step boundary; the worker holds a
 /// <see cref="ModelHost.Use"/> lease while it serves, so no model object is disposed under a step.
 /// </summary>
 public sealed class GenerationWorker : BackgroundService
@@ -214,7 +214,8 @@ public sealed class GenerationWorker : BackgroundService
             _logger.LogInformation(
                 "Request {RequestId} started after {QueueWaitMs:F0} ms in queue ({ActiveRuns} active): {PromptCount} prompt(s) x {ImagesPerPrompt}, {Steps} steps, guidance {GuidanceScale}, truncation {TruncationRate}, seed {Seed}",
                 job.RequestId, queueWait.TotalMilliseconds, active.Count + 1, request.Prompts.Count, request.NumImagesPerPrompt, request.NumInferenceSteps, request.GuidanceScale, request.TruncationRate, run.Seed);
-            active.Add(new ActiveRun(job, run, clock, queueWait));
+            _shutdown.Started(job);
+            active.Add(new ActiveRun(job, run, clock, queueWait, () => _shutdown.Left(job)));
         }
         catch (GenerationArgumentException ex)
         {
@@ -443,7 +444,7 @@ public sealed class GenerationWorker : BackgroundService
     }
 
     /// <summary>A job being denoised: its run, clock and time spent in steps.</summary>
-    private sealed class ActiveRun(GenerationJob job, DenoisingRun run, Stopwatch clock, TimeSpan queueWait) : IDisposable
+    private sealed class ActiveRun(GenerationJob job, DenoisingRun run, Stopwatch clock, TimeSpan queueWait, Action left) : IDisposable
     {
         public GenerationJob Job { get; } = job;
 
@@ -455,6 +456,10 @@ public sealed class GenerationWorker : BackgroundService
 
         public TimeSpan StepsTotal { get; set; }
 
-        public void Dispose() => Run.Dispose();
+        public void Dispose()
+        {
+            Run.Dispose();
+            left();
+        }
     }
 }

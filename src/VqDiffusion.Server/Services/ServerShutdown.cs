@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using Microsoft.Extensions.Options;
 using VqDiffusion.Server.Options;
 using VqDiffusion.Server.Queue;
@@ -7,9 +8,10 @@ namespace VqDiffusion.Server.Services;
 /// <summary>
 /// The shutdown sequence, started when the host begins to stop (SIGTERM, Ctrl+C, <c>StopApplication</c>) and before
 /// any hosted service or Kestrel stops: new calls get UNAVAILABLE, queued requests end at once with UNAVAILABLE, runs
-/// in progress may finish within <c>Generation:DrainTimeout</c>, and then <see cref="DrainExpired"/> tells the worker to
-/// stop them at their next step boundary (UNAVAILABLE). The host's shutdown timeout is the drain timeout plus
-/// <c>Generation:ShutdownMargin</c>, so the streams end with their status before Kestrel closes connections.
+/// in progress may finish within <c>Generation:DrainTimeout</c>; then those still going end at once with UNAVAILABLE
+/// and <see cref="DrainExpired"/> tells the worker to drop them at their next step boundary. The host's shutdown
+/// timeout is the drain timeout plus <c>Generation:ShutdownMargin</c>, so the streams end with their status before
+/// Kestrel closes connections.
 /// </summary>
 public sealed class ServerShutdown : IHostedService, IDisposable
 {
@@ -19,6 +21,8 @@ public sealed class ServerShutdown : IHostedService, IDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _drainExpired = new();
     private readonly CancellationTokenRegistration _registration;
+    private readonly CancellationTokenRegistration _drainRegistration;
+    private readonly ConcurrentDictionary<GenerationJob, bool> _running = new();
     private int _started;
 
     public ServerShutdown(IHostApplicationLifetime lifetime, GenerationQueue queue, IOptions<GenerationOptions> options, ILogger<ServerShutdown> logger)
@@ -27,6 +31,7 @@ public sealed class ServerShutdown : IHostedService, IDisposable
         _logger = logger;
         _drainTimeout = options.Value.DrainTimeout;
         _registration = lifetime.ApplicationStopping.Register(Begin);
+        _drainRegistration = _drainExpired.Token.Register(EndRunningJobs);
     }
 
     /// <summary>True from the moment the host begins to stop: no request is admitted any more.</summary>
@@ -63,6 +68,35 @@ public sealed class ServerShutdown : IHostedService, IDisposable
         }
     }
 
+    /// <summary>The worker reports a job it started; one still running when the drain ends is ended by <see cref="EndRunningJobs"/>.</summary>
+    public void Started(GenerationJob job) => _running.TryAdd(job, true);
+
+    /// <summary>The worker reports a job that left its active set (finished, failed, cancelled or stopped).</summary>
+    public void Left(GenerationJob job) => _running.TryRemove(job, out _);
+
+    /// <summary>
+    /// When the drain timeout expires, every job still running ends at once with UNAVAILABLE, so its client gets a
+    /// status before Kestrel closes connections, however long the step in progress takes; the worker drops the run at
+    /// its next step boundary, and model objects are disposed only after that.
+    /// </summary>
+    private void EndRunningJobs()
+    {
+        if (_running.IsEmpty)
+        {
+            return;
+        }
+
+        _logger.LogWarning(
+            "Shutdown: Generation:DrainTimeout ({DrainTimeoutSeconds:F0} s) expired with {RunningCount} run(s) in progress: they end now with UNAVAILABLE and stop at their next step",
+            _drainTimeout.TotalSeconds, _running.Count);
+        foreach (GenerationJob job in _running.Keys)
+        {
+            job.Complete(new ServerShuttingDownException(string.Create(
+                System.Globalization.CultureInfo.InvariantCulture,
+                $"the server is shutting down; the request was stopped when Generation:DrainTimeout ({_drainTimeout.TotalSeconds:F0} s) expired")));
+        }
+    }
+
     public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     public Task StopAsync(CancellationToken cancellationToken)
@@ -75,6 +109,7 @@ public sealed class ServerShutdown : IHostedService, IDisposable
     {
         // Idempotent: registered twice (singleton and hosted service), so the container disposes it twice.
         _registration.Dispose();
+        _drainRegistration.Dispose();
         _stopping.Dispose();
         _drainExpired.Dispose();
     }
