@@ -118,7 +118,7 @@ public static class CliApp
         IReadOnlyList<long>? latents = null;
         if (options.LatentsFile is not null)
         {
-            latents = LatentsFile.Read(options.LatentsFile, options.Prompts.Count * Math.Max(options.ImagesPerPrompt, 1), pipeline.transformer.NumLatentPixels);
+            latents = LatentsFile.Read(options.LatentsFile, options.Prompts.Count * Math.Max(options.ImagesPerPrompt, 1), pipeline.Info.NumLatentPixels);
         }
 
         int images = options.Prompts.Count * Math.Max(options.ImagesPerPrompt, 1);
@@ -135,14 +135,14 @@ public static class CliApp
             Edit = options.IsEdit
                 ? new EditOptions
                 {
-                    SourceTokens = options.EditTokensFile is { } tokens ? LatentsFile.Read(tokens, images, pipeline.transformer.NumLatentPixels, "--edit-tokens") : null,
+                    SourceTokens = options.EditTokensFile is { } tokens ? LatentsFile.Read(tokens, images, pipeline.Info.NumLatentPixels, "--edit-tokens") : null,
                     SourceImage = options.EditImageFile is { } imageFile ? ReadImage("--edit-image", imageFile, ImageEncoder.DecodeImage) : null,
                     Strength = options.Strength,
                     MaskImage = options.MaskFile is { } maskFile ? ReadImage("--mask", maskFile, ImageEncoder.DecodeMask) : null,
                 }
                 : null,
         };
-        pipeline.Validate(request);
+        pipeline.Validate(request, GenerationLimits.Default); // the server's default limits, defined once
         Directory.CreateDirectory(options.Output!);
 
         var progress = options.Quiet ? null : new ProgressBar(stderr, !Console.IsErrorRedirected);

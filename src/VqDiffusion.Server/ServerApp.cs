@@ -1,4 +1,5 @@
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
 using VqDiffusion.Model.Runtime;
 using VqDiffusion.Server.Options;
 using VqDiffusion.Server.Queue;
@@ -9,7 +10,7 @@ namespace VqDiffusion.Server;
 /// <summary>Builds the ASP.NET Core host (used by Program and by the integration tests).</summary>
 public static class ServerApp
 {
-    /// <summary>Largest request accepted (16 prompts of 2048 characters and 16 latent grids fit easily).</summary>
+    /// <summary>Largest request accepted (16 prompts of 2048 characters, even 4-byte ones, and 16 latent grids fit easily).</summary>
     public const int MaxReceiveMessageBytes = 4 * 1024 * 1024;
 
     /// <summary>Largest message sent: one encoded image or preview (a 1024x1024 RGB PNG is at most ~3 MB).</summary>
@@ -32,8 +33,33 @@ public static class ServerApp
         builder.Configuration.AddEnvironmentVariables("VQD_");
         builder.Configuration.AddCommandLine(args);
 
-        builder.Services.Configure<ModelOptions>(builder.Configuration.GetSection(ModelOptions.Section));
-        builder.Services.Configure<GenerationOptions>(builder.Configuration.GetSection(GenerationOptions.Section));
+        // Options are checked when the host starts: a bad value stops it with one message per problem (Program prints
+        // them and exits with code 2).
+        builder.Services.AddOptions<ModelOptions>().Bind(builder.Configuration.GetSection(ModelOptions.Section)).ValidateOnStart();
+        builder.Services.AddSingleton<IValidateOptions<ModelOptions>, ModelOptionsValidator>();
+        builder.Services.AddOptions<GenerationOptions>().Bind(builder.Configuration.GetSection(GenerationOptions.Section)).ValidateOnStart();
+        builder.Services.AddSingleton<IValidateOptions<GenerationOptions>, GenerationOptionsValidator>();
+
+        // The host waits for the drain (Generation:DrainTimeout) plus the margin for the last steps and streams
+        // (Generation:ShutdownMargin) before Kestrel closes connections.
+        builder.Services.AddOptions<HostOptions>().Configure<IConfiguration>((host, configuration) =>
+        {
+            var generation = new GenerationOptions();
+            try
+            {
+                configuration.GetSection(GenerationOptions.Section).Bind(generation);
+            }
+            catch (InvalidOperationException)
+            {
+                return; // reported by the options check at start
+            }
+
+            if (generation.DrainTimeout >= TimeSpan.Zero && generation.ShutdownMargin >= TimeSpan.Zero
+                && generation.ShutdownTimeout <= 2 * GenerationOptions.MaxShutdownTime)
+            {
+                host.ShutdownTimeout = generation.ShutdownTimeout;
+            }
+        });
 
         builder.Services.AddGrpc(o =>
         {
@@ -48,10 +74,13 @@ public static class ServerApp
         }).AddCheck<ModelHealthCheck>("model");
 
         builder.Services.TryAddSingleton<IModelLoadGate, OpenModelLoadGate>();
+        builder.Services.TryAddSingleton<ICallerIdentity, PeerCallerIdentity>();
         builder.Services.TryAddSingleton(_ => new ModelThread());
+        builder.Services.AddSingleton<GenerationQueue>();
+        builder.Services.AddSingleton<ServerShutdown>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<ServerShutdown>());
         builder.Services.AddSingleton<ModelHost>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<ModelHost>());
-        builder.Services.AddSingleton<GenerationQueue>();
         builder.Services.AddHostedService<GenerationWorker>();
 
         return builder;

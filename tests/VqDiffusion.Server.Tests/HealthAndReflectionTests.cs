@@ -1,6 +1,7 @@
 using Grpc.Core;
 using Grpc.Health.V1;
 using Grpc.Reflection.V1Alpha;
+using Microsoft.Extensions.DependencyInjection;
 using VqDiffusion.Grpc.V1;
 using VqDiffusion.Model.Tests.TestSupport;
 using VqDiffusion.Server.Services;
@@ -54,10 +55,10 @@ public sealed class HealthAndReflectionTests
     }
 
     [Fact]
-    public async Task AModelThatFailsToLoadStaysNotServingWithAClearStatus()
+    public async Task AModelThatFailsToLoadStaysNotServingWithAClearStatusWhenAskedTo()
     {
         string missing = Path.Combine(Path.GetTempPath(), "vqd-no-model-" + Guid.NewGuid().ToString("N"));
-        await using var server = await RunningServer.StartAsync([$"--Model:Path={missing}"], waitForModel: false);
+        await using var server = await RunningServer.StartAsync([$"--Model:Path={missing}", "--Model:ExitOnLoadFailure=false"], waitForModel: false);
         var health = new Health.HealthClient(server.Channel);
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         RpcException ex;
@@ -72,11 +73,14 @@ public sealed class HealthAndReflectionTests
             await Task.Delay(50, timeout.Token);
         }
 
+        // The reason (with the path) is in the server log; callers get the same short message.
         Assert.Equal(StatusCode.Unavailable, ex.StatusCode);
-        Assert.Contains("model_index.json does not exist", ex.Status.Detail);
+        Assert.Equal(ModelHost.FailedMessage, ex.Status.Detail);
+        Assert.Equal(ModelState.Failed, server.Services.GetRequiredService<ModelHost>().State);
         Assert.Equal(HealthCheckResponse.Types.ServingStatus.NotServing, (await health.CheckAsync(new HealthCheckRequest())).Status);
         var generate = await Assert.ThrowsAsync<RpcException>(() => StreamCollector.ReadAllAsync(server.Client.Generate(new GenerateRequest { Prompts = { "a" } })));
         Assert.Equal(StatusCode.Unavailable, generate.StatusCode);
+        Assert.Equal(ModelHost.FailedMessage, generate.Status.Detail);
     }
 
     [Fact]

@@ -57,6 +57,7 @@ public sealed class VQDiffusionPipeline : IDisposable
     }
 
     private readonly Dictionary<SamplerKind, ISampler> _samplers;
+    private PipelineInfo? _info;
 
 #pragma warning disable SA1300, IDE1006 // component names as in diffusers' model_index.json
     public CLIPTokenizer tokenizer { get; }
@@ -83,6 +84,25 @@ public sealed class VQDiffusionPipeline : IDisposable
     public Device Device { get; }
 
     public ScalarType DType { get; }
+
+    /// <summary>What hosts report about this pipeline (grid, classes, timesteps, image size, samplers, device, dtype).</summary>
+    public PipelineInfo Info => _info ??= new PipelineInfo(
+        ModelPath,
+        transformer.Height,
+        transformer.Width,
+        ImageHeight,
+        ImageWidth,
+        transformer.NumVectorEmbeds - 1,
+        transformer.NumVectorEmbeds,
+        scheduler.NumTrainTimesteps,
+        tokenizer.ModelMaxLength,
+        Math.Min(GenerationRequest.DefaultNumInferenceSteps, scheduler.NumTrainTimesteps),
+        GenerationRequest.DefaultGuidanceScale,
+        GenerationRequest.DefaultTruncationRate,
+        Device.ToString(),
+        PipelineLoadOptions.DTypeName(DType),
+        learned_classifier_free_sampling_embeddings.Learnable,
+        DescribeSamplers());
 
     /// <summary>Output image size in pixels (the latent grid times the VQ-VAE's upsampling factor).</summary>
     public int ImageHeight => transformer.Height * VaeScaleFactor;
@@ -242,7 +262,7 @@ public sealed class VQDiffusionPipeline : IDisposable
     /// Checks a request against the model and the deployment's limits. Throws a
     /// <see cref="GenerationArgumentException"/> naming the argument and its allowed range.
     /// </summary>
-    public void Validate(GenerationRequest request, GenerationLimits? limits = null) => Check(WithDefaults(request), limits ?? new GenerationLimits());
+    public void Validate(GenerationRequest request, GenerationLimits? limits = null) => Check(WithDefaults(request), limits ?? GenerationLimits.Default);
 
     /// <summary>
     /// The timestep of every step a request will take (after <see cref="Validate"/>): what progress counts, one entry
@@ -251,7 +271,7 @@ public sealed class VQDiffusionPipeline : IDisposable
     public IReadOnlyList<long> PlannedTimesteps(GenerationRequest request, GenerationLimits? limits = null)
     {
         GenerationRequest resolved = WithDefaults(request);
-        SamplingStart start = Check(resolved, limits ?? new GenerationLimits());
+        SamplingStart start = Check(resolved, limits ?? GenerationLimits.Default);
         return SamplerFor(resolved).PlannedTimesteps(resolved, start);
     }
 
@@ -283,9 +303,11 @@ public sealed class VQDiffusionPipeline : IDisposable
                 throw new GenerationArgumentException($"prompts[{i}]", $"prompts[{i}] is null.");
             }
 
-            if (p.Length > limits.MaxPromptCharacters)
+            // Unicode scalar values, not UTF-16 units: 2048 emoji are 2048 characters.
+            int characters = p.Length <= limits.MaxPromptCharacters ? p.Length : GenerationLimits.CountCharacters(p);
+            if (characters > limits.MaxPromptCharacters)
             {
-                throw new GenerationArgumentException($"prompts[{i}]", $"prompts[{i}] has {p.Length} characters; at most {limits.MaxPromptCharacters} are allowed.");
+                throw new GenerationArgumentException($"prompts[{i}]", $"prompts[{i}] has {characters} characters; at most {limits.MaxPromptCharacters} are allowed.");
             }
         }
 
@@ -480,7 +502,7 @@ public sealed class VQDiffusionPipeline : IDisposable
     public DenoisingRun Start(GenerationRequest request, GenerationLimits? limits = null)
     {
         GenerationRequest resolved = WithDefaults(request);
-        SamplingStart start = Check(resolved, limits ?? new GenerationLimits());
+        SamplingStart start = Check(resolved, limits ?? GenerationLimits.Default);
         ISampler sampler = SamplerFor(resolved);
         ulong seed = resolved.Seed ?? RandomSeed();
         int[] rowOrder = sampler.RowOrder(resolved);

@@ -45,6 +45,9 @@ public sealed class GenerationJob
 
     public CancellationToken CancellationToken { get; }
 
+    /// <summary>Who sent it (<see cref="Services.ICallerIdentity"/>), for the per-caller limits; empty = anonymous.</summary>
+    public string Caller { get; set; } = string.Empty;
+
     /// <summary>Started when the job is accepted; the queue wait is read from it when it starts.</summary>
     public Stopwatch SinceAccepted { get; } = Stopwatch.StartNew();
 

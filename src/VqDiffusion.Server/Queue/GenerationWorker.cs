@@ -13,7 +13,11 @@ namespace VqDiffusion.Server.Queue;
 /// advances them one denoising step at a time in turn, admitting queued jobs between steps, so a short request
 /// behind a long one starts within about one step and finishes first. Each run has its own generator, prompt
 /// embeddings and sample, so its tokens and images are those of running it alone. Cancellation and deadlines
-/// are checked before each of a run's steps; a run that fails ends alone.
+/// are checked before each of a run's steps; a run that fails ends alone. Between steps the next job is the waiting one
+/// whose caller has the fewest active runs (the oldest among equals; none beyond <c>Generation:MaxActivePerCaller</c>).
+/// On shutdown (<see cref="ServerShutdown"/>) nothing more is admitted, the runs in progress go on until they finish or
+/// the drain timeout expires (their clients then get UNAVAILABLE at once), and then stop at their next step boundary; the worker holds a
+/// <see cref="ModelHost.Use"/> lease while it serves, so no model object is disposed under a step.
 /// </summary>
 public sealed class GenerationWorker : BackgroundService
 {
@@ -23,6 +27,8 @@ public sealed class GenerationWorker : BackgroundService
     private readonly ILogger<GenerationWorker> _logger;
     private readonly GenerationLimits _limits;
     private readonly int _maxActiveRuns;
+    private readonly int _maxActivePerCaller;
+    private readonly ServerShutdown _shutdown;
     private readonly bool _batchedForwards;
     private readonly int _maxForwardRows;
     private long _sharedForwards;
@@ -34,8 +40,10 @@ public sealed class GenerationWorker : BackgroundService
         ModelThread modelThread,
         IOptions<GenerationOptions> options,
         ILogger<GenerationWorker> logger,
-        IEnumerable<IGenerationStepHook> hooks)
+        IEnumerable<IGenerationStepHook> hooks,
+        ServerShutdown shutdown)
     {
+        _shutdown = shutdown;
         _hooks = hooks.ToArray();
         _queue = queue;
         _model = model;
@@ -43,6 +51,7 @@ public sealed class GenerationWorker : BackgroundService
         _logger = logger;
         _limits = options.Value.ToLimits();
         _maxActiveRuns = Math.Max(1, options.Value.MaxActiveRuns);
+        _maxActivePerCaller = Math.Max(0, options.Value.MaxActivePerCaller);
         _batchedForwards = options.Value.BatchedForwards;
         _maxForwardRows = 2 * Math.Max(1, options.Value.MaxBatchSize);
     }
@@ -74,18 +83,31 @@ public sealed class GenerationWorker : BackgroundService
 
     private void Serve(VQDiffusionPipeline pipeline, CancellationToken stoppingToken)
     {
+        using IDisposable? lease = _model.Use();
+        if (lease is null)
+        {
+            return; // the host is going away
+        }
+
+        // Idle waits end when the host stops, the shutdown sequence begins or the model host goes away.
+        using var idle = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken, _shutdown.Stopping, _model.Stopping);
         var active = new List<ActiveRun>();
         int next = 0;
         try
         {
-            while (!stoppingToken.IsCancellationRequested)
+            while (!MustStop(stoppingToken))
             {
                 if (active.Count == 0)
                 {
+                    if (_shutdown.IsStopping)
+                    {
+                        return; // drained
+                    }
+
                     GenerationJob job;
                     try
                     {
-                        job = _queue.TakeAsync(stoppingToken).GetAwaiter().GetResult();
+                        job = _queue.TakeAsync(idle.Token).GetAwaiter().GetResult();
                     }
                     catch (OperationCanceledException)
                     {
@@ -97,8 +119,9 @@ public sealed class GenerationWorker : BackgroundService
                     continue;
                 }
 
-                // Between two steps: admit what arrived, up to the limit (new runs go last in the turn).
-                while (active.Count < _maxActiveRuns && _queue.TryTake(out GenerationJob? waiting))
+                // Between two steps: admit what arrived, up to the limits (new runs go last in the turn); nothing once
+                // the shutdown has begun.
+                while (active.Count < _maxActiveRuns && !_shutdown.IsStopping && _queue.TryTakeNext(job => Priority(job, active), out GenerationJob? waiting))
                 {
                     Admit(pipeline, waiting, active);
                 }
@@ -128,13 +151,46 @@ public sealed class GenerationWorker : BackgroundService
         }
         finally
         {
+            // Only at a step boundary: the runs still going when the drain timeout expired (or the host stopped).
+            if (active.Count > 0)
+            {
+                _logger.LogWarning(
+                    "Shutdown: stopping {ActiveRuns} run(s) in progress at this step boundary ({Reason})",
+                    active.Count,
+                    _shutdown.DrainExpired.IsCancellationRequested ? "Generation:DrainTimeout expired" : "the host stopped");
+            }
+
             foreach (ActiveRun run in active)
             {
-                _logger.LogInformation("Request {RequestId} stopped after {CompletedSteps}/{TotalSteps} steps: the server is stopping", run.Job.RequestId, run.Run.CompletedSteps, run.Run.TotalSteps);
-                run.Job.Complete(new OperationCanceledException("the server is stopping"));
+                _logger.LogInformation("Request {RequestId} stopped after {CompletedSteps}/{TotalSteps} steps: the server is shutting down", run.Job.RequestId, run.Run.CompletedSteps, run.Run.TotalSteps);
+                run.Job.Complete(new ServerShuttingDownException(string.Create(
+                    System.Globalization.CultureInfo.InvariantCulture,
+                    $"the server is shutting down; the request was stopped after {run.Run.CompletedSteps} of {run.Run.TotalSteps} steps (Generation:DrainTimeout {_shutdown.DrainTimeout.TotalSeconds:F0} s)")));
                 run.Dispose();
             }
         }
+    }
+
+    /// <summary>Whether the runs in progress must stop now: the drain timeout expired, or the host / model host stopped.</summary>
+    private bool MustStop(CancellationToken stoppingToken) =>
+        _shutdown.DrainExpired.IsCancellationRequested || stoppingToken.IsCancellationRequested || _model.Stopping.IsCancellationRequested;
+
+    /// <summary>
+    /// Fairness between callers: a waiting job's caller's active runs (fewest first), or null while its caller has
+    /// <c>Generation:MaxActivePerCaller</c> runs going.
+    /// </summary>
+    private int? Priority(GenerationJob job, List<ActiveRun> active)
+    {
+        int running = 0;
+        foreach (ActiveRun run in active)
+        {
+            if (run.Job.Caller == job.Caller)
+            {
+                running++;
+            }
+        }
+
+        return _maxActivePerCaller > 0 && running >= _maxActivePerCaller ? null : running;
     }
 
     private void Admit(VQDiffusionPipeline pipeline, GenerationJob job, List<ActiveRun> active)
@@ -158,7 +214,8 @@ public sealed class GenerationWorker : BackgroundService
             _logger.LogInformation(
                 "Request {RequestId} started after {QueueWaitMs:F0} ms in queue ({ActiveRuns} active): {PromptCount} prompt(s) x {ImagesPerPrompt}, {Steps} steps, guidance {GuidanceScale}, truncation {TruncationRate}, seed {Seed}",
                 job.RequestId, queueWait.TotalMilliseconds, active.Count + 1, request.Prompts.Count, request.NumImagesPerPrompt, request.NumInferenceSteps, request.GuidanceScale, request.TruncationRate, run.Seed);
-            active.Add(new ActiveRun(job, run, clock, queueWait));
+            _shutdown.Started(job);
+            active.Add(new ActiveRun(job, run, clock, queueWait, () => _shutdown.Left(job)));
         }
         catch (GenerationArgumentException ex)
         {
@@ -387,7 +444,7 @@ public sealed class GenerationWorker : BackgroundService
     }
 
     /// <summary>A job being denoised: its run, clock and time spent in steps.</summary>
-    private sealed class ActiveRun(GenerationJob job, DenoisingRun run, Stopwatch clock, TimeSpan queueWait) : IDisposable
+    private sealed class ActiveRun(GenerationJob job, DenoisingRun run, Stopwatch clock, TimeSpan queueWait, Action left) : IDisposable
     {
         public GenerationJob Job { get; } = job;
 
@@ -399,6 +456,10 @@ public sealed class GenerationWorker : BackgroundService
 
         public TimeSpan StepsTotal { get; set; }
 
-        public void Dispose() => Run.Dispose();
+        public void Dispose()
+        {
+            Run.Dispose();
+            left();
+        }
     }
 }

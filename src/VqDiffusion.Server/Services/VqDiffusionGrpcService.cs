@@ -22,19 +22,35 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
     private readonly GenerationQueue _queue;
     private readonly GenerationOptions _options;
     private readonly ILogger<VqDiffusionGrpcService> _logger;
+    private readonly ServerShutdown _shutdown;
+    private readonly ICallerIdentity _callers;
 
-    public VqDiffusionGrpcService(ModelHost model, GenerationQueue queue, IOptions<GenerationOptions> options, ILogger<VqDiffusionGrpcService> logger)
+    public VqDiffusionGrpcService(
+        ModelHost model,
+        GenerationQueue queue,
+        IOptions<GenerationOptions> options,
+        ILogger<VqDiffusionGrpcService> logger,
+        ServerShutdown shutdown,
+        ICallerIdentity callers)
     {
         _model = model;
         _queue = queue;
         _options = options.Value;
         _logger = logger;
+        _shutdown = shutdown;
+        _callers = callers;
     }
 
     public override async Task Generate(GenerateRequest request, IServerStreamWriter<GenerateResponse> responseStream, ServerCallContext context)
     {
+        if (_shutdown.IsStopping)
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable, ServerShuttingDownException.DefaultMessage));
+        }
+
         VQDiffusionPipeline pipeline = RequireModel();
         GenerationJob job = RequestMapper.CreateJob(request, pipeline, _options, context.CancellationToken);
+        job.Caller = _callers.CallerOf(context);
         using var scope = _logger.BeginScope("RequestId:{RequestId}", job.RequestId);
         try
         {
@@ -42,8 +58,12 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
         }
         catch (QueueFullException ex)
         {
-            _logger.LogWarning("Request {RequestId} rejected: queue full ({Capacity} waiting)", job.RequestId, ex.Capacity);
+            _logger.LogWarning("Request {RequestId} from {Caller} rejected: {Limit} ({Capacity}) reached", job.RequestId, job.Caller, ex.Limit, ex.Capacity);
             throw new RpcException(new Status(StatusCode.ResourceExhausted, ex.Message));
+        }
+        catch (ServerShuttingDownException ex)
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable, ex.Message));
         }
 
         _logger.LogInformation(
@@ -71,51 +91,58 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
         {
             throw new RpcException(new Status(StatusCode.Internal, ex.Message));
         }
+        catch (ServerShuttingDownException ex)
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable, ex.Message));
+        }
     }
 
     public override Task<GetModelInfoResponse> GetModelInfo(GetModelInfoRequest request, ServerCallContext context)
     {
-        VQDiffusionPipeline pipeline = RequireModel();
+        PipelineInfo model = RequireModel().Info;
+        GenerationLimits limits = _options.ToLimits(); // what requests are checked against
         var info = new GetModelInfoResponse
         {
             ModelId = Path.GetFileName(_model.ModelPath.TrimEnd(Path.DirectorySeparatorChar)),
             ModelPath = _model.ModelPath,
             IsBuiltinTestModel = _model.IsBuiltinTestModel,
-            LatentHeight = pipeline.transformer.Height,
-            LatentWidth = pipeline.transformer.Width,
-            ImageHeight = pipeline.ImageHeight,
-            ImageWidth = pipeline.ImageWidth,
-            NumCodes = pipeline.transformer.NumVectorEmbeds - 1,
-            NumVectorEmbeds = pipeline.transformer.NumVectorEmbeds,
-            NumTrainTimesteps = pipeline.scheduler.NumTrainTimesteps,
-            MaxPromptTokens = pipeline.tokenizer.ModelMaxLength,
-            DefaultNumInferenceSteps = Math.Min(GenerationRequest.DefaultNumInferenceSteps, pipeline.scheduler.NumTrainTimesteps),
-            DefaultGuidanceScale = GenerationRequest.DefaultGuidanceScale,
-            DefaultTruncationRate = GenerationRequest.DefaultTruncationRate,
-            Device = pipeline.Device.ToString(),
-            Dtype = PipelineLoadOptions.DTypeName(pipeline.DType),
+            LatentHeight = model.LatentHeight,
+            LatentWidth = model.LatentWidth,
+            ImageHeight = model.ImageHeight,
+            ImageWidth = model.ImageWidth,
+            NumCodes = model.NumCodes,
+            NumVectorEmbeds = model.NumVectorEmbeds,
+            NumTrainTimesteps = model.NumTrainTimesteps,
+            MaxPromptTokens = model.MaxPromptTokens,
+            DefaultNumInferenceSteps = model.DefaultNumInferenceSteps,
+            DefaultGuidanceScale = model.DefaultGuidanceScale,
+            DefaultTruncationRate = model.DefaultTruncationRate,
+            Device = model.Device,
+            Dtype = model.DType,
             ServerVersion = ServerVersion,
-            LearnedClassifierFreeEmbeddings = pipeline.learned_classifier_free_sampling_embeddings.Learnable,
-            Samplers = { pipeline.DescribeSamplers().Select(ToProto) },
+            LearnedClassifierFreeEmbeddings = model.LearnedClassifierFreeEmbeddings,
+            Samplers = { model.Samplers.Select(ToProto) },
             Limits = new ServerLimits
             {
-                MaxPrompts = _options.MaxPrompts,
-                MaxPromptCharacters = _options.MaxPromptCharacters,
-                MaxImagesPerPrompt = _options.MaxImagesPerPrompt,
-                MaxBatchSize = _options.MaxBatchSize,
-                MaxGuidanceScale = _options.MaxGuidanceScale,
+                MaxPrompts = limits.MaxPrompts,
+                MaxPromptCharacters = limits.MaxPromptCharacters,
+                MaxImagesPerPrompt = limits.MaxImagesPerPrompt,
+                MaxBatchSize = limits.MaxBatchSize,
+                MaxGuidanceScale = limits.MaxGuidanceScale,
                 MaxQueueLength = _queue.Capacity,
             },
         };
         return Task.FromResult(info);
     }
 
-    private VQDiffusionPipeline RequireModel() => _model.State switch
+    /// <summary>The loaded pipeline, or UNAVAILABLE (the details of a load failure are in the server log, never in the status).</summary>
+    private VQDiffusionPipeline RequireModel()
     {
-        ModelState.Ready => _model.Pipeline!,
-        ModelState.Loading => throw new RpcException(new Status(StatusCode.Unavailable, "the model is still loading; retry when health reports SERVING")),
-        _ => throw new RpcException(new Status(StatusCode.Unavailable, "the model failed to load: " + _model.FailureReason)),
-    };
+        Task<VQDiffusionPipeline> loaded = _model.Loaded; // one read of the one published state
+        return loaded.IsCompletedSuccessfully
+            ? loaded.Result
+            : throw new RpcException(new Status(StatusCode.Unavailable, loaded.IsCompleted ? ModelHost.FailedMessage : "the model is still loading; retry when health reports SERVING"));
+    }
 
     private static GenerateResponse ToProto(GenerationJob job, GenerationEvent e) => e switch
     {

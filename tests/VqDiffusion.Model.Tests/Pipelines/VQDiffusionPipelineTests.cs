@@ -174,6 +174,7 @@ public sealed class VQDiffusionPipelineTests : IClassFixture<TinyPipelineFixture
             { "prompts", ok with { Prompts = [] } },
             { "prompts", ok with { Prompts = Enumerable.Repeat("x", 17).ToArray() } },
             { "prompts[1]", ok with { Prompts = ["ok", new string('a', 4097)] } },
+            { "prompts[0]", ok with { Prompts = [string.Concat(Enumerable.Repeat("😀", GenerationLimits.Default.MaxPromptCharacters + 1))] } },
             { "num_inference_steps", ok with { NumInferenceSteps = 0 } },
             { "num_inference_steps", ok with { NumInferenceSteps = 101 } },
             { "guidance_scale", ok with { GuidanceScale = float.NaN } },
@@ -199,6 +200,18 @@ public sealed class VQDiffusionPipelineTests : IClassFixture<TinyPipelineFixture
         Assert.Equal(field, ex.Field);
         Assert.Contains(field.Split('[')[0], ex.Reason);
         _output.WriteLine($"{field}: {ex.Reason}");
+    }
+
+    [Fact]
+    public void PromptLengthsAreCountedInUnicodeCharacters()
+    {
+        int max = GenerationLimits.Default.MaxPromptCharacters;
+        string emoji = string.Concat(Enumerable.Repeat("😀", max)); // 2 × max UTF-16 units
+        _pipeline.Validate(Valid with { Prompts = [emoji] });
+        var ex = Assert.Throws<GenerationArgumentException>(() => _pipeline.Validate(Valid with { Prompts = [emoji + "a"] }));
+        Assert.Equal($"prompts[0] has {max + 1} characters; at most {max} are allowed.", ex.Reason);
+        ex = Assert.Throws<GenerationArgumentException>(() => _pipeline.Validate(Valid with { Prompts = [new string('a', max + 1)] }));
+        Assert.Equal($"prompts[0] has {max + 1} characters; at most {max} are allowed.", ex.Reason);
     }
 
     [Fact]
