@@ -305,9 +305,10 @@ def one_line(text: str) -> str:
 def dotnet_io_message(path: str, e: OSError) -> str:
     """The message .NET's File.ReadAllBytes gives for this failure (vqd prints it)."""
     full = os.path.abspath(path)
-    if e.errno == errno.ENOENT:
-        parent = os.path.dirname(full)
-        return f"Could not find file '{full}'." if os.path.isdir(parent) else f"Could not find a part of the path '{full}'."
+    if e.errno == errno.ENOENT and os.path.isdir(os.path.dirname(full)):
+        return f"Could not find file '{full}'."
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        return f"Could not find a part of the path '{full}'."
     if e.errno in (errno.EACCES, errno.EPERM, errno.EBADF, errno.EISDIR):
         return f"Access to the path '{full}' is denied."
     if e.errno == errno.ENAMETOOLONG:
@@ -341,10 +342,11 @@ def _depth(doc: Any) -> int:
 
 
 def read_json(flag: str, path: str) -> Any:
-    """The file as strict JSON (UTF-8, no NaN/Infinity, at most 64 levels), as System.Text.Json reads it."""
+    """The file as strict JSON (no NaN/Infinity, at most 64 levels), as System.Text.Json reads it: UTF-8 whose
+    invalid bytes are errors outside strings and kept inside them (JsonDocument checks string contents only on use)."""
     data = read_bytes(flag, path)
     try:
-        doc = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        doc = json.loads(data.decode("utf-8", "surrogateescape"), parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise UsageError(f"{flag} {path}: not valid JSON.") from None
     if _depth(doc) > JSON_MAX_DEPTH:

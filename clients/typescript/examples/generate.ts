@@ -301,10 +301,11 @@ const oneLine = (text: string) => text.replace(/\r\n|[\n\r\f\u0085\u2028\u2029]/
 function dotnetIoMessage(path: string, err: NodeJS.ErrnoException): string {
   const full = resolve(path);
   switch (err.code) {
-    case "ENOENT": {
+    case "ENOENT":
+    case "ENOTDIR": {
       let parentIsDir = false;
       try {
-        parentIsDir = statSync(dirname(full)).isDirectory();
+        parentIsDir = err.code === "ENOENT" && statSync(dirname(full)).isDirectory();
       } catch {
         parentIsDir = false;
       }
@@ -405,7 +406,8 @@ function parseJson(text: string): JsonValue {
 async function readJson(flag: string, file: string): Promise<JsonValue> {
   const bytes = await readBytes(flag, file);
   try {
-    return parseJson(new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes));
+    // Invalid UTF-8 is an error outside strings (no token) and kept inside them, as JsonDocument.Parse treats it.
+    return parseJson(new TextDecoder("utf-8", { fatal: false, ignoreBOM: true }).decode(bytes));
   } catch {
     throw new UsageError(`${flag} ${file}: not valid JSON.`);
   }
