@@ -13,9 +13,14 @@ public static class LatentsFile
         {
             doc = JsonDocument.Parse(File.ReadAllBytes(path));
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             throw new UsageException($"{flag} {path}: {ex.Message}");
+        }
+        catch (JsonException)
+        {
+            // One fixed line (no parser internals), so that the client examples can print the same one.
+            throw new UsageException($"{flag} {path}: not valid JSON.");
         }
 
         using (doc)

@@ -28,9 +28,13 @@ public static class ScheduleFile
 
             return counts.ToArray();
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or JsonException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             throw new UsageException($"--unmask-schedule {path}: {ex.Message}");
+        }
+        catch (JsonException)
+        {
+            throw new UsageException($"--unmask-schedule {path}: not valid JSON.");
         }
     }
 }

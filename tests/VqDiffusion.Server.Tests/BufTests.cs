@@ -1,4 +1,6 @@
+using System.Diagnostics;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using VqDiffusion.Model.Imaging;
 using VqDiffusion.Model.Tests.TestSupport;
 using VqDiffusion.Server.Tests.TestSupport;
@@ -81,10 +83,118 @@ public sealed class BufTests : IClassFixture<SharedServerFixture>
         Assert.Contains("truncation_rate must be in (0, 1]", stderr);
     }
 
+    /// <summary>
+    /// The README's quick start, as a newcomer runs it: every <c>$buf curl</c> line of its bash blocks (continuations
+    /// joined), verbatim but for the address, through bash from a folder with the repository's <c>tools/</c>.
+    /// </summary>
+    [Fact]
+    public async Task TheReadmeQuickStartBufCurlLinesWork()
+    {
+        string readme = File.ReadAllText(Path.Combine(Fixtures.RepoRoot, "README.md"));
+        int start = readme.IndexOf("## Quick start", StringComparison.Ordinal);
+        Assert.True(start >= 0, "README.md has no Quick start section");
+        int end = readme.IndexOf("\n## ", start, StringComparison.Ordinal);
+        string section = readme[start..(end < 0 ? readme.Length : end)];
+        var lines = new List<string>();
+        foreach (Match block in Regex.Matches(section, "```bash\n(.*?)```", RegexOptions.Singleline))
+        {
+            lines.AddRange(block.Groups[1].Value.Replace("\\\n", " ", StringComparison.Ordinal).Split('\n').Select(l => l.Trim()));
+        }
+
+        Assert.Contains("buf=tools/node_modules/.bin/buf", lines);
+        List<string> commands = lines.Where(l => l.StartsWith("$buf curl ", StringComparison.Ordinal)).ToList();
+        _output.WriteLine(string.Join("\n", commands));
+        Assert.Equal(4, commands.Count);
+        Assert.All(commands, c => Assert.Contains("http://127.0.0.1:50051", c));
+
+        string dir = Path.Combine(Path.GetTempPath(), "vqd-readme-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        Directory.CreateSymbolicLink(Path.Combine(dir, "tools"), Path.Combine(Fixtures.RepoRoot, "tools"));
+        try
+        {
+            async Task<string> Run(string command)
+            {
+                string script = "set -euo pipefail\nbuf=tools/node_modules/.bin/buf\n" + command.Replace("http://127.0.0.1:50051", _server.Address, StringComparison.Ordinal);
+                var (code, stdout, stderr) = await RunBashAsync(dir, script);
+                Assert.True(code == 0, $"{command}\nexit {code}: {stderr}");
+                return stdout;
+            }
+
+            string methods = await Run(commands.Single(c => c.Contains("--list-methods", StringComparison.Ordinal)));
+            Assert.Contains("vqdiffusion.v1.VqDiffusionService/Generate", methods);
+
+            // --emit-defaults shows the zero seed (and image index 0); the same call without it does not.
+            string emitting = commands.Single(c => c.Contains("--emit-defaults", StringComparison.Ordinal));
+            var withDefaults = ParseMessages(await Run(emitting));
+            JsonElement started = withDefaults.Single(m => m.TryGetProperty("started", out _)).GetProperty("started");
+            Assert.Equal("0", started.GetProperty("seed").GetString());
+            JsonElement image = withDefaults.Single(m => m.TryGetProperty("image", out _)).GetProperty("image");
+            Assert.Equal(0, image.GetProperty("index").GetInt32());
+            byte[] expectedPng = Convert.FromBase64String(image.GetProperty("data").GetString()!);
+            var plain = ParseMessages(await Run(emitting.Replace(" --emit-defaults", string.Empty, StringComparison.Ordinal)));
+            Assert.False(plain.Single(m => m.TryGetProperty("started", out _)).GetProperty("started").TryGetProperty("seed", out _), "proto3 JSON omits a zero seed");
+
+            // The save-the-image one-liner writes a PNG that decodes, and is that image.
+            string saving = commands.Single(c => c.Contains("base64 -d > cat.png", StringComparison.Ordinal));
+            await Run(saving);
+            byte[] png = File.ReadAllBytes(Path.Combine(dir, "cat.png"));
+            var decoded = ImageEncoder.DecodeRgb(png);
+            Assert.Equal((32, 32), (decoded.Width, decoded.Height));
+            Assert.Equal(expectedPng, png);
+
+            string health = await Run(commands.Single(c => c.Contains("grpc.health.v1.Health/Check", StringComparison.Ordinal)));
+            Assert.Contains("SERVING", health);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     [Fact]
     public async Task ProtosPassBufLintStandard()
     {
         var (code, stdout, stderr) = await BufTool.RunAsync(Path.Combine(Fixtures.RepoRoot, "protos"), "lint");
         Assert.True(code == 0, stdout + stderr);
+    }
+
+    private static List<JsonElement> ParseMessages(string stdout)
+    {
+        var messages = new List<JsonElement>();
+        var reader = new Utf8JsonReader(System.Text.Encoding.UTF8.GetBytes(stdout), new JsonReaderOptions { AllowMultipleValues = true });
+        while (reader.Read())
+        {
+            using var doc = JsonDocument.ParseValue(ref reader);
+            messages.Add(doc.RootElement.Clone());
+        }
+
+        return messages;
+    }
+
+    private static async Task<(int Code, string Stdout, string Stderr)> RunBashAsync(string workingDirectory, string script)
+    {
+        var psi = new ProcessStartInfo("bash")
+        {
+            WorkingDirectory = workingDirectory,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        psi.ArgumentList.Add("-c");
+        psi.ArgumentList.Add(script);
+        using var process = Process.Start(psi)!;
+        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw;
+        }
+
+        return (process.ExitCode, await stdout, await stderr);
     }
 }

@@ -299,7 +299,8 @@ def test_example_script_invalid_argument_exits_2(server, tmp_path):
     (["--server", "http://127.0.0.1:1", "--prompt", "a", "--quality", "0", "--output", "o"], "--quality must be between 1 and 100"),
     (["--server", "http://127.0.0.1:1", "--prompt", "a", "--seed", "-1", "--output", "o"], "--seed must be an integer"),
     (["--server", "http://127.0.0.1:1", "--prompt", "a", "--bogus", "--output", "o"], "unknown option '--bogus'"),
-    (["--server", "http://127.0.0.1:1", "--prompt", "a", "--latents", "/nonexistent.json", "--output", "o"], "--latents /nonexistent.json"),
+    (["--server", "http://127.0.0.1:1", "--prompt", "a", "--unmask-schedule", "/nonexistent.json", "--output", "o"],
+     "--unmask-schedule /nonexistent.json: Could not find file '/nonexistent.json'."),
 ])
 def test_example_script_usage_errors_exit_2(args, message):
     r = _run_example(*args)
@@ -316,7 +317,7 @@ def test_example_script_unreachable_server_exits_1(tmp_path):
         port = s.getsockname()[1]
     r = _run_example("--server", f"http://127.0.0.1:{port}", "--prompt", "a", "--output", str(tmp_path / "o"))
     assert r.returncode == 1
-    assert r.stderr.strip().startswith("error: UNAVAILABLE")
+    assert r.stderr.strip().startswith(f"error: server http://127.0.0.1:{port}: Unavailable")
 
 
 @pytest.mark.parametrize("run, prompts, steps, guidance, truncation, per_prompt, seed", [

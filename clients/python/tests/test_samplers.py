@@ -255,7 +255,7 @@ def test_example_script_edit_image_and_mask(improved_server, tmp_path):
     (["--sampler", "ddim"], "--sampler must be diffusers or vq-diffusion"),
     (["--prior", "best"], "--prior must be none, high-quality or purity"),
     (["--strength", "0.5"], "give --edit-tokens FILE or --edit-image FILE"),
-    (["--sampler", "vq-diffusion", "--speed", "0"], "--speed (sampler.speed)"),
+    (["--sampler", "vq-diffusion", "--speed", "0"], "--speed: sampler.speed must be"),
     (["--edit-image", "/nonexistent.png", "--strength", "0.5"], "--edit-image /nonexistent.png"),
 ])
 def test_example_script_sampler_errors_exit_2(improved_server, tmp_path, args, message):
