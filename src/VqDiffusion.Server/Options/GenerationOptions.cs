@@ -36,6 +36,12 @@ public sealed class GenerationOptions
     /// <summary>JPEG/WebP quality when a request leaves it at 0.</summary>
     public int DefaultImageQuality { get; set; } = 90;
 
+    /// <summary>
+    /// Bytes of unsent events a stream may hold before progress and snapshots are coalesced for a slow reader
+    /// (<see cref="Queue.GenerationEventBuffer"/>; README "Memory bounds").
+    /// </summary>
+    public long EventBufferBytes { get; set; } = Queue.GenerationEventBuffer.DefaultBudgetBytes;
+
     public GenerationLimits ToLimits() => new()
     {
         MaxPrompts = MaxPrompts,
