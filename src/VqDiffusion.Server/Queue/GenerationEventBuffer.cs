@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Threading.Channels;
 
 namespace VqDiffusion.Server.Queue;
@@ -161,14 +162,14 @@ public sealed class GenerationEventBuffer : ChannelReader<GenerationEvent>
         return true;
     }
 
-    public override bool TryRead(out GenerationEvent item)
+    public override bool TryRead([MaybeNullWhen(false)] out GenerationEvent item)
     {
         lock (_gate)
         {
             LinkedListNode<Entry>? first = _pending.First;
             if (first is null)
             {
-                item = null!;
+                item = null;
                 return false;
             }
 

@@ -20,7 +20,8 @@ public static class OutOfMemoryFailures
     {
         for (Exception? e = exception; e is not null; e = e.InnerException)
         {
-            if (e is OutOfMemoryException || Markers.Any(m => e.Message.Contains(m, StringComparison.Ordinal)))
+            string message = e.Message;
+            if (e is OutOfMemoryException || Markers.Any(m => message.Contains(m, StringComparison.Ordinal)))
             {
                 return true;
             }

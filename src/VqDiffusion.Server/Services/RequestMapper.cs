@@ -130,7 +130,7 @@ internal static class RequestMapper
         }
         catch (ArgumentException)
         {
-            throw InvalidArgument(field, $"{field} is not a decodable image (PNG, JPEG or WebP).");
+            throw InvalidArgument(field, $"{field} is not a decodable image (PNG, JPEG or WebP) of at most {ImageEncoder.MaxDecodePixels} pixels.");
         }
     }
 

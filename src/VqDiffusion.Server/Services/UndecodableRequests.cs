@@ -14,7 +14,7 @@ namespace VqDiffusion.Server.Services;
 /// </summary>
 internal static class UndecodableRequests
 {
-    private static readonly ConditionalWeakTable<object, string> Reasons = [];
+    private static readonly ConditionalWeakTable<object, string> Reasons = new();
 
     public static Marshaller<T> Wrap<T>(Marshaller<T> inner)
         where T : class =>
