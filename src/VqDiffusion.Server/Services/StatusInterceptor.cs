@@ -7,9 +7,10 @@ namespace VqDiffusion.Server.Services;
 /// <summary>
 /// Every call's failures as clear statuses, in one place: a request that could not be decoded
 /// (<see cref="UndecodableRequests"/>) gets INVALID_ARGUMENT before the handler runs; an exception that escapes a
-/// handler gets RESOURCE_EXHAUSTED when it is an out-of-memory failure, otherwise INTERNAL, with the request id and
-/// never the exception's text (paths, native stack traces), which is logged once with the request id. An
-/// <see cref="RpcException"/> (the handlers' own statuses) and the cancellation of a call pass through.
+/// handler gets RESOURCE_EXHAUSTED when it is an out-of-memory failure, UNAVAILABLE when the server cancelled it (it
+/// is stopping), otherwise INTERNAL, with the request id and never the exception's text (paths, native stack
+/// traces), which is logged once with the request id. An <see cref="RpcException"/> (the handlers' own statuses)
+/// and the cancellation of a call by its client pass through.
 /// </summary>
 public sealed class StatusInterceptor(ILogger<StatusInterceptor> logger) : Interceptor
 {
@@ -76,6 +77,13 @@ public sealed class StatusInterceptor(ILogger<StatusInterceptor> logger) : Inter
         // The handler names the request id once it has one; before that (or for other methods) the log line and the
         // status share a fresh one.
         string requestId = context.UserState.TryGetValue(RequestIdKey, out object? id) && id is string s ? s : Guid.NewGuid().ToString("N")[..16];
+        if (ex is OperationCanceledException)
+        {
+            // Not the client's cancellation: the server stopped the request (it is shutting down).
+            logger.LogInformation("Request {RequestId} ({Method}) was stopped by the server: {Reason}", requestId, context.Method, ex.Message);
+            return new RpcException(new Status(StatusCode.Unavailable, $"the server stopped request {requestId} before it finished; retry"));
+        }
+
         if (OutOfMemoryFailures.IsOutOfMemory(ex))
         {
             logger.LogError(ex, "Request {RequestId} ({Method}) ran out of memory", requestId, context.Method);
