@@ -124,6 +124,18 @@ public sealed class ErrorStatusTests : IClassFixture<FaultServerFixture>
         Assert.Equal(StatusCode.ResourceExhausted, oom.StatusCode);
         Assert.Matches("^the server ran out of memory serving request [0-9a-f]{16}; retry later", oom.Status.Detail);
 
+        // Cancelled by the server (it is stopping), not by the client: UNAVAILABLE, retryable.
+        var stopped = await Assert.ThrowsAsync<RpcException>(() => interceptor.ServerStreamingServerHandler<object, object>(
+            new object(), null!, context, (_, _, _) => throw new OperationCanceledException("the server is stopping")));
+        Assert.Equal(StatusCode.Unavailable, stopped.StatusCode);
+        Assert.Equal("the server stopped request escaped-1 before it finished; retry", stopped.Status.Detail);
+
+        // The client's own cancellation passes through for grpc-dotnet to end the call.
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        await Assert.ThrowsAsync<OperationCanceledException>(() => interceptor.ServerStreamingServerHandler<object, object>(
+            new object(), null!, new TestServerCallContext("/vqdiffusion.v1.VqDiffusionService/Generate", cancelled.Token), (_, _, _) => throw new OperationCanceledException(cancelled.Token)));
+
         // A handler's own status passes through unchanged.
         var own = new RpcException(new Status(StatusCode.InvalidArgument, "prompts must not be empty"));
         var passed = await Assert.ThrowsAsync<RpcException>(() => interceptor.UnaryServerHandler<object, object>(new object(), context, (_, _) => throw own));

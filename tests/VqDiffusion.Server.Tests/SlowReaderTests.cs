@@ -80,7 +80,7 @@ public sealed class SlowReaderTests
 
         // Now read: latest states, every image, and the count of what was coalesced.
         var events = await StreamCollector.ReadAllAsync(stalled);
-        CompletedEvent completed = events[^1].Completed;
+        Grpc.V1.CompletedEvent completed = events[^1].Completed;
         Assert.NotNull(completed);
         var progress = events.Where(e => e.Progress is not null).Select(e => e.Progress.CompletedSteps).ToList();
         var snapshots = events.Where(e => e.Snapshot is not null).Select(e => e.Snapshot).ToList();

@@ -219,7 +219,7 @@ public sealed class GenerationEventBuffer : ChannelReader<GenerationEvent>
     }
 
     /// <summary>The coalescing key: one per kind for queued and progress, one per image for snapshots; null = kept.</summary>
-    internal static (int Kind, int Image)? KeyOf(GenerationEvent e) => e switch
+    public static (int Kind, int Image)? KeyOf(GenerationEvent e) => e switch
     {
         QueuedEvent => (0, 0),
         ProgressEvent => (1, 0),
@@ -228,7 +228,7 @@ public sealed class GenerationEventBuffer : ChannelReader<GenerationEvent>
     };
 
     /// <summary>Estimated bytes an event holds while it waits.</summary>
-    internal static long SizeOf(GenerationEvent e) => EventOverheadBytes + e switch
+    public static long SizeOf(GenerationEvent e) => EventOverheadBytes + e switch
     {
         SnapshotEvent s => ((long)(s.Tokens?.Length ?? 0) * sizeof(int)) + (s.Preview?.Length ?? 0),
         ImageEvent i => i.Data.Length,
