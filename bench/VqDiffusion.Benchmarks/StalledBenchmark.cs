@@ -40,13 +40,14 @@ internal static partial class StalledBenchmark
                 $"--Generation:MaxImagesPerPrompt={Math.Max(8, images)}",
                 $"--Generation:MaxBatchSize={Math.Max(16, batch)}",
                 "--Logging:LogLevel:VqDiffusion=Information",
+                "--Logging:LogLevel:VqDiffusion.Server.Services.VqDiffusionGrpcService=Debug", // its peak of buffered bytes per request
             };
             if (budget is long b)
             {
                 settings.Add($"--Generation:EventBufferBytes={b}");
             }
 
-            await using var server = await ServerProcess.StartAsync(repo, model, line => line.Contains(" completed: ", StringComparison.Ordinal) || line.Contains("read slowly", StringComparison.Ordinal), [.. settings]);
+            await using var server = await ServerProcess.StartAsync(repo, model, line => line.Contains(" completed: ", StringComparison.Ordinal) || line.Contains("KiB", StringComparison.Ordinal), [.. settings]);
             GenerateRequest Request(string id) => new()
             {
                 Prompts = { Enumerable.Range(0, prompts).Select(p => $"a landscape with a lake, variation {p}") },
@@ -90,12 +91,13 @@ internal static partial class StalledBenchmark
             await sampler.StopAsync();
             await Task.Delay(500);
             var buffered = server.KeptLines
+                .Where(l => l.Contains("Request stalled-", StringComparison.Ordinal))
                 .Select(l => BufferedPattern().Match(l))
                 .Where(m => m.Success)
                 .Select(m => long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture))
                 .ToList();
             Row(label, $"stalled ({stalledSeconds:F0} s unread)", idle, sampler.PeakMiB, streams, stalled, sentPerStream,
-                buffered.Count == 0 ? "(no line: nothing coalesced)" : $"{buffered.Min()}–{buffered.Max()}");
+                buffered.Count == 0 ? "(no log line)" : $"{buffered.Min()}–{buffered.Max()}");
             timelines.Add($"{label}, stalled clients, RSS MiB over time: {sampler.Timeline(Math.Max(1, Math.Round(stalledSeconds / 12)))}");
             calls.ForEach(c => c.Dispose());
             channels.ForEach(c => c.Dispose());
@@ -143,6 +145,6 @@ internal static partial class StalledBenchmark
         return (events, dropped, images);
     }
 
-    [GeneratedRegex(@"at most (\d+) KiB buffered")]
+    [GeneratedRegex(@"at most (\d+) KiB")]
     private static partial Regex BufferedPattern();
 }

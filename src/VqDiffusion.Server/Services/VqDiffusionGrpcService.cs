@@ -85,6 +85,10 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
                     "Request {RequestId}: the client read slowly; {DroppedEvents} progress/snapshot event(s) were replaced by later ones (at most {PeakBufferedKiB} KiB buffered)",
                     job.RequestId, job.DroppedEvents, job.PeakBufferedBytes / 1024);
             }
+            else
+            {
+                _logger.LogDebug("Request {RequestId}: at most {PeakBufferedKiB} KiB of events buffered", job.RequestId, job.PeakBufferedBytes / 1024);
+            }
         }
     }
 
