@@ -60,7 +60,9 @@ internal static partial class StalledBenchmark
             int sentPerStream = steps * (1 + batch);
 
             // Warm-up (the first request's one-time allocations), then the idle figure.
-            await ReadAsync(server.Client, Request("warm-up"));
+            GenerateRequest warmUp = Request("warm-up");
+            warmUp.NumInferenceSteps = 2;
+            await ReadAsync(server.Client, warmUp);
             await Task.Delay(1000);
             double idle = ProcessStats.RssMiB(server.Pid);
 
