@@ -149,11 +149,13 @@ internal sealed class ServerProcess : IAsyncDisposable
 {
     private readonly Process _process;
     private readonly GrpcChannel _channel;
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _lines;
 
-    private ServerProcess(Process process, GrpcChannel channel, double readySeconds)
+    private ServerProcess(Process process, GrpcChannel channel, double readySeconds, System.Collections.Concurrent.ConcurrentQueue<string> lines)
     {
         _process = process;
         _channel = channel;
+        _lines = lines;
         Client = new VqDiffusionService.VqDiffusionServiceClient(channel);
         ReadySeconds = readySeconds;
     }
@@ -165,7 +167,14 @@ internal sealed class ServerProcess : IAsyncDisposable
     /// <summary>Seconds from process start to the model answering (SERVING, after the warm-up).</summary>
     public double ReadySeconds { get; }
 
-    public static async Task<ServerProcess> StartAsync(string repo, string model, params string[] settings)
+    public string Address { get; private set; } = string.Empty;
+
+    /// <summary>The server's output lines that the <c>keepLine</c> filter of <see cref="StartAsync(string, string, Func{string, bool}, string[])"/> kept.</summary>
+    public IReadOnlyList<string> KeptLines => _lines.ToArray();
+
+    public static Task<ServerProcess> StartAsync(string repo, string model, params string[] settings) => StartAsync(repo, model, _ => false, settings);
+
+    public static async Task<ServerProcess> StartAsync(string repo, string model, Func<string, bool> keepLine, params string[] settings)
     {
         string serverDll = Path.Combine(repo, "src", "VqDiffusion.Server", "bin", "Release", "net10.0", "VqDiffusion.Server.dll");
         int port = Ports.Free();
@@ -177,7 +186,14 @@ internal sealed class ServerProcess : IAsyncDisposable
 
         var clock = Stopwatch.StartNew();
         var process = Process.Start(psi)!;
-        process.OutputDataReceived += (_, _) => { };
+        var lines = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        process.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is { } line && keepLine(line))
+            {
+                lines.Enqueue(line);
+            }
+        };
         process.ErrorDataReceived += (_, _) => { };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
@@ -201,7 +217,7 @@ internal sealed class ServerProcess : IAsyncDisposable
             }
         }
 
-        return new ServerProcess(process, channel, clock.Elapsed.TotalSeconds);
+        return new ServerProcess(process, channel, clock.Elapsed.TotalSeconds, lines) { Address = $"http://127.0.0.1:{port}" };
     }
 
     public async ValueTask DisposeAsync()

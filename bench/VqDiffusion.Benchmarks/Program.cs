@@ -5,6 +5,8 @@
 //   concurrency --model DIR                  short behind long, throughput of concurrent requests (ConcurrencyBenchmark)
 //   startup --model DIR                      time to SERVING, peak RSS, RSS per request (StartupBenchmark)
 //   micro                                    single tensor operations of a step (MicroBenchmark)
+//   stalled [--model DIR] [--streams 4]      server memory with clients that stop reading, bounded vs unbounded buffer (StalledBenchmark)
+//   soak [--model DIR] [--minutes 10] [--clients 8]   clients with cancellations and previews: errors, RSS, time to first progress (SoakBenchmark)
 //   service (default) [--model DIR] [--requests N] [--steps S]
 // The service benchmark starts the Release server as a separate process on a free loopback port, then measures:
 //  1. time to first progress event (call start -> first `progress`), median of 20 requests;
@@ -34,12 +36,16 @@ switch (command)
         return await VqDiffusion.Benchmarks.ConcurrencyBenchmark.RunAsync(repo, args);
     case "startup":
         return await VqDiffusion.Benchmarks.StartupBenchmark.RunAsync(repo, args);
+    case "stalled":
+        return await VqDiffusion.Benchmarks.StalledBenchmark.RunAsync(repo, args);
+    case "soak":
+        return await VqDiffusion.Benchmarks.SoakBenchmark.RunAsync(repo, args);
     case "micro":
         return VqDiffusion.Benchmarks.MicroBenchmark.Run(IntArg("--classes") ?? 4096, IntArg("--pixels") ?? 1024);
     case "service":
         break;
     default:
-        Console.Error.WriteLine($"unknown command '{command}': service (default), make-model, phases, concurrency, startup, micro");
+        Console.Error.WriteLine($"unknown command '{command}': service (default), make-model, phases, concurrency, startup, micro, stalled, soak");
         return 2;
 }
 

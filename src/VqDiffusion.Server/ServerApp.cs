@@ -65,6 +65,7 @@ public static class ServerApp
         {
             o.MaxReceiveMessageSize = MaxReceiveMessageBytes;
             o.MaxSendMessageSize = MaxSendMessageBytes;
+            o.Interceptors.Add<StatusInterceptor>(); // undecodable requests and escaped failures as clear statuses
         });
         builder.Services.AddGrpcReflection();
         builder.Services.AddGrpcHealthChecks(o =>

@@ -66,6 +66,7 @@ public sealed class VqDiffusionClientTests : IClassFixture<SharedServerFixture>
         Assert.Equal(GenerationStage.Completed, progress.Reports[^1].Stage);
         Assert.Equal(10, output.Started.Timesteps.Count);
         Assert.Equal(1, output.Completed.NumImages);
+        Assert.Equal(0, output.Completed.DroppedEvents); // this client kept up
     }
 
     [Fact]

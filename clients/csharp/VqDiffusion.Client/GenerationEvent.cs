@@ -57,6 +57,10 @@ public abstract record GenerationEvent
     /// <summary>A finished, encoded image; <paramref name="Index"/> is its prompt-major batch index.</summary>
     public sealed record ImageGenerated(int Index, int PromptIndex, byte[] Data, string MimeType, int Width, int Height, ulong Seed) : GenerationEvent;
 
-    /// <summary>The request finished; the stream ends after this event.</summary>
-    public sealed record Completed(TimeSpan QueueWait, TimeSpan GenerationTime, TimeSpan MeanStepTime, TimeSpan DecodeTime, int NumImages) : GenerationEvent;
+    /// <summary>
+    /// The request finished; the stream ends after this event. <paramref name="DroppedEvents"/>: progress and snapshot
+    /// events the server left out because this client read more slowly than the model produced them (each replaced
+    /// by a later one of the same kind and image); 0 when it kept up.
+    /// </summary>
+    public sealed record Completed(TimeSpan QueueWait, TimeSpan GenerationTime, TimeSpan MeanStepTime, TimeSpan DecodeTime, int NumImages, int DroppedEvents = 0) : GenerationEvent;
 }

@@ -190,7 +190,7 @@ public sealed class VqDiffusionClient : IDisposable
         GenerateResponse.EventOneofCase.Image => new GenerationEvent.ImageGenerated(
             r.Image.Index, r.Image.PromptIndex, r.Image.Data.ToByteArray(), r.Image.MimeType, r.Image.Width, r.Image.Height, r.Image.Seed),
         GenerateResponse.EventOneofCase.Completed => new GenerationEvent.Completed(
-            Span(r.Completed.QueueWait), Span(r.Completed.GenerationTime), Span(r.Completed.MeanStepTime), Span(r.Completed.DecodeTime), r.Completed.NumImages),
+            Span(r.Completed.QueueWait), Span(r.Completed.GenerationTime), Span(r.Completed.MeanStepTime), Span(r.Completed.DecodeTime), r.Completed.NumImages, r.Completed.DroppedEvents),
         _ => null, // an event kind newer than this client
     };
 }

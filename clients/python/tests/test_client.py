@@ -59,6 +59,7 @@ def test_full_generation_matches_diffusers_golden(client):
     assert started.num_inference_steps == 10
     assert started.timesteps == tuple(range(9, -1, -1))
     assert isinstance(events[-1], Completed)
+    assert events[-1].dropped_events == 0  # this client kept up
     images = [e for e in events if isinstance(e, Image)]
     assert len(images) == 1
     image = images[0]

@@ -172,6 +172,9 @@ class Completed:
     decode_time: timedelta
     num_images: int
     raw: pb.CompletedEvent = field(repr=False, compare=False)
+    # Progress and snapshot events the server left out because this client read more slowly than the model
+    # produced them (each replaced by a later one of the same kind and image); 0 when it kept up.
+    dropped_events: int = 0
 
 
 Event = Union[Queued, Started, Progress, Snapshot, Image, Completed]
@@ -220,7 +223,7 @@ def event_from_proto(response: pb.GenerateResponse) -> Optional[Event]:
         e = response.completed
         return Completed(
             _duration(e.queue_wait), _duration(e.generation_time), _duration(e.mean_step_time),
-            _duration(e.decode_time), e.num_images, e,
+            _duration(e.decode_time), e.num_images, e, dropped_events=e.dropped_events,
         )
     return None
 

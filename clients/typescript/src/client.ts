@@ -119,6 +119,11 @@ export interface CompletedEvent {
   meanStepTimeMs: number;
   decodeTimeMs: number;
   numImages: number;
+  /**
+   * Progress and snapshot events the server left out because this client read more slowly than the model produced
+   * them (each replaced by a later one of the same kind and image); 0 when it kept up.
+   */
+  droppedEvents: number;
 }
 
 /** One event of a Generate stream: queued* -> started -> (progress, snapshot*)* -> image+ -> completed. */
@@ -209,6 +214,7 @@ export function toEvent(msg: GenerateResponse): GenerateEvent {
         meanStepTimeMs: durationMs(v.meanStepTime),
         decodeTimeMs: durationMs(v.decodeTime),
         numImages: v.numImages,
+        droppedEvents: v.droppedEvents,
       };
     }
     default:

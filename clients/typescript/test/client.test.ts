@@ -91,6 +91,7 @@ test("a full generation streams started, every step's progress in order, the ima
   const completed = events.at(-1);
   assert.ok(completed?.type === "completed");
   assert.equal(completed.numImages, 1);
+  assert.equal(completed.droppedEvents, 0); // this client kept up
 });
 
 test("generateImages returns the images in batch order and reports progress", async () => {

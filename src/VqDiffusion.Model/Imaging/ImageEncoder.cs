@@ -86,9 +86,32 @@ public static class ImageEncoder
         return data.ToArray();
     }
 
-    /// <summary>Decodes an encoded image (PNG, JPEG, WebP ...) back to 8-bit RGB.</summary>
+    /// <summary>
+    /// Largest image <see cref="DecodeRgb"/> decodes (4096 × 4096 pixels): a few kilobytes of PNG can declare a
+    /// 65535 × 65535 image whose decode would take gigabytes, so the size is read from the header first.
+    /// </summary>
+    public const long MaxDecodePixels = 4096L * 4096;
+
+    /// <summary>
+    /// Decodes an encoded image (PNG, JPEG, WebP ...) back to 8-bit RGB; throws <see cref="ArgumentException"/> for
+    /// bytes that are not a decodable image or declare more than <see cref="MaxDecodePixels"/> pixels.
+    /// </summary>
     public static (int Width, int Height, byte[] Rgb) DecodeRgb(byte[] encoded)
     {
+        using (var data = SKData.CreateCopy(encoded))
+        using (SKCodec? codec = SKCodec.Create(data))
+        {
+            if (codec is null)
+            {
+                throw new ArgumentException("not a decodable image", nameof(encoded));
+            }
+
+            if ((long)codec.Info.Width * codec.Info.Height > MaxDecodePixels)
+            {
+                throw new ArgumentException($"the image declares {codec.Info.Width} × {codec.Info.Height} pixels, more than {MaxDecodePixels}", nameof(encoded));
+            }
+        }
+
         using SKBitmap decoded = SKBitmap.Decode(encoded) ?? throw new ArgumentException("not a decodable image", nameof(encoded));
         var info = new SKImageInfo(decoded.Width, decoded.Height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
         using var bitmap = new SKBitmap(info);

@@ -65,6 +65,12 @@ public sealed class GenerationOptions
     /// <summary>The host's shutdown timeout: <see cref="DrainTimeout"/> + <see cref="ShutdownMargin"/>.</summary>
     public TimeSpan ShutdownTimeout => DrainTimeout + ShutdownMargin;
 
+    /// <summary>
+    /// Bytes of unsent events a stream may hold before progress and snapshots are coalesced for a slow reader
+    /// (<see cref="Queue.GenerationEventBuffer"/>; README "Memory bounds").
+    /// </summary>
+    public long EventBufferBytes { get; set; } = Queue.GenerationEventBuffer.DefaultBudgetBytes;
+
     public GenerationLimits ToLimits() => new()
     {
         MaxPrompts = MaxPrompts,

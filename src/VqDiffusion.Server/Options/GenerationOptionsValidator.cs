@@ -23,6 +23,11 @@ public sealed class GenerationOptionsValidator : IValidateOptions<GenerationOpti
         Duration(problems, nameof(options.ShutdownMargin), options.ShutdownMargin);
         AtLeast(problems, nameof(options.MaxQueuedPerCaller), options.MaxQueuedPerCaller, 0, " (0 = no per-caller limit)");
         AtLeast(problems, nameof(options.MaxActivePerCaller), options.MaxActivePerCaller, 0, " (0 = up to MaxActiveRuns)");
+        if (options.EventBufferBytes < 0)
+        {
+            problems.Add(Invariant($"{Prefix}{nameof(options.EventBufferBytes)} must be at least 0 (0 = coalesce whenever the client lags), got {options.EventBufferBytes}."));
+        }
+
         return problems.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(problems);
     }
 

@@ -25,4 +25,5 @@ public sealed record SnapshotEvent(
 
 public sealed record ImageEvent(int Index, int PromptIndex, byte[] Data, string MimeType, int Width, int Height, ulong Seed) : GenerationEvent;
 
-public sealed record CompletedEvent(TimeSpan QueueWait, TimeSpan GenerationTime, TimeSpan MeanStepTime, TimeSpan DecodeTime, int NumImages) : GenerationEvent;
+/// <summary>The end of a job; <paramref name="DroppedEvents"/> is stamped by the job's <see cref="GenerationEventBuffer"/>.</summary>
+public sealed record CompletedEvent(TimeSpan QueueWait, TimeSpan GenerationTime, TimeSpan MeanStepTime, TimeSpan DecodeTime, int NumImages, int DroppedEvents = 0) : GenerationEvent;

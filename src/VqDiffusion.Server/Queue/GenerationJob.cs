@@ -15,16 +15,25 @@ public sealed record SnapshotSettings(int EveryNSteps, bool IncludeTokens, bool 
 }
 
 /// <summary>
-/// One accepted request: what to generate, how to encode it, and the channel its events go to.
-/// The job is cancelled when the call is (client cancel, deadline, disconnect).
+/// One accepted request: what to generate, how to encode it, and the bounded buffer its events go to
+/// (<see cref="GenerationEventBuffer"/>: posting never blocks the model thread; a lagging reader gets the latest
+/// progress and snapshots, counted in <see cref="DroppedEvents"/>). The job is cancelled when the call is (client
+/// cancel, deadline, disconnect).
 /// </summary>
 public sealed class GenerationJob
 {
-    private readonly Channel<GenerationEvent> _events = Channel.CreateUnbounded<GenerationEvent>(
-        new UnboundedChannelOptions { SingleReader = true, SingleWriter = false });
+    private readonly GenerationEventBuffer _events;
 
-    public GenerationJob(string requestId, GenerationRequest request, ImageFormat imageFormat, int imageQuality, SnapshotSettings snapshots, CancellationToken cancellationToken)
+    public GenerationJob(
+        string requestId,
+        GenerationRequest request,
+        ImageFormat imageFormat,
+        int imageQuality,
+        SnapshotSettings snapshots,
+        CancellationToken cancellationToken,
+        long eventBufferBytes = GenerationEventBuffer.DefaultBudgetBytes)
     {
+        _events = new GenerationEventBuffer(eventBufferBytes);
         RequestId = requestId;
         Request = request;
         ImageFormat = imageFormat;
@@ -51,9 +60,15 @@ public sealed class GenerationJob
     /// <summary>Started when the job is accepted; the queue wait is read from it when it starts.</summary>
     public Stopwatch SinceAccepted { get; } = Stopwatch.StartNew();
 
-    public ChannelReader<GenerationEvent> Events => _events.Reader;
+    public ChannelReader<GenerationEvent> Events => _events;
 
-    internal void Post(GenerationEvent e) => _events.Writer.TryWrite(e);
+    /// <summary>Progress, snapshot and queued events replaced by a later one because the reader lagged.</summary>
+    public int DroppedEvents => _events.DroppedEvents;
 
-    internal void Complete(Exception? error = null) => _events.Writer.TryComplete(error);
+    /// <summary>The most bytes of unsent events this job held at once (estimated).</summary>
+    public long PeakBufferedBytes => _events.PeakBufferedBytes;
+
+    internal void Post(GenerationEvent e) => _events.Post(e);
+
+    internal void Complete(Exception? error = null) => _events.Complete(error);
 }

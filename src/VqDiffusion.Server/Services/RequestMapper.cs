@@ -82,7 +82,7 @@ internal static class RequestMapper
             throw InvalidArgument("request_id", $"request_id must be 1 to {MaxRequestIdLength} printable ASCII characters without spaces.");
         }
 
-        return new GenerationJob(requestId, request, format, quality, snapshots, cancellationToken);
+        return new GenerationJob(requestId, request, format, quality, snapshots, cancellationToken, Math.Max(0, options.EventBufferBytes));
     }
 
     private static SamplerOptions ToModel(Grpc.V1.SamplerOptions proto) => new()
@@ -130,7 +130,7 @@ internal static class RequestMapper
         }
         catch (ArgumentException)
         {
-            throw InvalidArgument(field, $"{field} is not a decodable image (PNG, JPEG or WebP).");
+            throw InvalidArgument(field, $"{field} is not a decodable image (PNG, JPEG or WebP) of at most {ImageEncoder.MaxDecodePixels} pixels.");
         }
     }
 

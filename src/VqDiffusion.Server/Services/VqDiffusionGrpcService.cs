@@ -1,4 +1,5 @@
 using System.Reflection;
+using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Microsoft.Extensions.Options;
@@ -11,8 +12,11 @@ namespace VqDiffusion.Server.Services;
 
 /// <summary>
 /// The gRPC surface: validates requests, puts them in the <see cref="GenerationQueue"/> and maps
-/// the worker's events to <see cref="GenerateResponse"/> messages. It never sees a tensor.
+/// the worker's events to <see cref="GenerateResponse"/> messages. It never sees a tensor. Bound through
+/// <see cref="VqDiffusionServiceBinding"/> (undecodable requests become INVALID_ARGUMENT); failures that escape are
+/// mapped by <see cref="StatusInterceptor"/>.
 /// </summary>
+[BindServiceMethod(typeof(VqDiffusionServiceBinding), nameof(VqDiffusionServiceBinding.BindService))]
 internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionServiceBase
 {
     public static readonly string ServerVersion =
@@ -51,6 +55,7 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
         VQDiffusionPipeline pipeline = RequireModel();
         GenerationJob job = RequestMapper.CreateJob(request, pipeline, _options, context.CancellationToken);
         job.Caller = _callers.CallerOf(context);
+        StatusInterceptor.SetRequestId(context, job.RequestId);
         using var scope = _logger.BeginScope("RequestId:{RequestId}", job.RequestId);
         try
         {
@@ -89,11 +94,25 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
         }
         catch (GenerationFailedException ex)
         {
-            throw new RpcException(new Status(StatusCode.Internal, ex.Message));
+            // The worker logged the details once; the client gets the request id, never the exception.
+            throw new RpcException(new Status(ex.IsOutOfMemory ? StatusCode.ResourceExhausted : StatusCode.Internal, ex.Message));
         }
         catch (ServerShuttingDownException ex)
         {
             throw new RpcException(new Status(StatusCode.Unavailable, ex.Message));
+        }
+        finally
+        {
+            if (job.DroppedEvents > 0)
+            {
+                _logger.LogInformation(
+                    "Request {RequestId}: the client read slowly; {DroppedEvents} progress/snapshot event(s) were replaced by later ones (at most {PeakBufferedKiB} KiB buffered)",
+                    job.RequestId, job.DroppedEvents, job.PeakBufferedBytes / 1024);
+            }
+            else
+            {
+                _logger.LogDebug("Request {RequestId}: at most {PeakBufferedKiB} KiB of events buffered", job.RequestId, job.PeakBufferedBytes / 1024);
+            }
         }
     }
 
@@ -165,7 +184,7 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
             {
                 Index = i.Index,
                 PromptIndex = i.PromptIndex,
-                Data = Google.Protobuf.ByteString.CopyFrom(i.Data),
+                Data = UnsafeByteOperations.UnsafeWrap(i.Data), // the worker never touches the array again
                 MimeType = i.MimeType,
                 Width = i.Width,
                 Height = i.Height,
@@ -181,6 +200,7 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
                 MeanStepTime = Duration.FromTimeSpan(c.MeanStepTime),
                 DecodeTime = Duration.FromTimeSpan(c.DecodeTime),
                 NumImages = c.NumImages,
+                DroppedEvents = c.DroppedEvents,
             },
         },
         _ => throw new InvalidOperationException($"unknown event {e.GetType().Name}"),
@@ -259,7 +279,7 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
 
         if (s.Preview is { } preview)
         {
-            snapshot.Preview = Google.Protobuf.ByteString.CopyFrom(preview);
+            snapshot.Preview = UnsafeByteOperations.UnsafeWrap(preview);
             snapshot.PreviewMimeType = s.PreviewMimeType ?? string.Empty;
         }
 

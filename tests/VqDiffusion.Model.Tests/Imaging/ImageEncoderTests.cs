@@ -70,4 +70,55 @@ public sealed class ImageEncoderTests
         Assert.Equal(expected, format);
         Assert.False(ImageEncoder.TryParse("gif", out _));
     }
+
+    [Fact]
+    public void AnImageDeclaringMoreThanTheDecodeLimitIsRejectedFromItsHeader()
+    {
+        // A PNG whose header declares 30000 x 30000 pixels (3.6 GB as RGBA) in 57 bytes: refused before any pixel
+        // buffer is allocated. A 64 x 64 one with the same (empty) data is merely undecodable.
+        var bomb = Assert.Throws<ArgumentException>(() => ImageEncoder.DecodeRgb(PngHeaderOnly(30000, 30000)));
+        Assert.Contains("declares 30000 × 30000 pixels", bomb.Message);
+        var small = Assert.Throws<ArgumentException>(() => ImageEncoder.DecodeRgb(PngHeaderOnly(64, 64)));
+        Assert.DoesNotContain("declares", small.Message);
+
+        // A real image within the limit decodes.
+        var (width, height, _) = ImageEncoder.DecodeRgb(ImageEncoder.Encode(Gradient(64, 48), ImageFormat.Png));
+        Assert.Equal((64, 48), (width, height));
+    }
+
+    /// <summary>PNG signature, an IHDR chunk (8-bit RGB) for the given size, an empty IDAT and IEND, with their CRCs.</summary>
+    private static byte[] PngHeaderOnly(int width, int height)
+    {
+        var bytes = new List<byte> { 0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A };
+        byte[] ihdr = [.. BigEndian(width), .. BigEndian(height), 8, 2, 0, 0, 0];
+        Chunk(bytes, "IHDR", ihdr);
+        Chunk(bytes, "IDAT", []);
+        Chunk(bytes, "IEND", []);
+        return bytes.ToArray();
+
+        static byte[] BigEndian(int v) => [(byte)(v >> 24), (byte)(v >> 16), (byte)(v >> 8), (byte)v];
+
+        static void Chunk(List<byte> output, string type, byte[] data)
+        {
+            output.AddRange(BigEndian(data.Length));
+            byte[] typed = [.. System.Text.Encoding.ASCII.GetBytes(type), .. data];
+            output.AddRange(typed);
+            output.AddRange(BigEndian((int)Crc32(typed)));
+        }
+
+        static uint Crc32(byte[] data)
+        {
+            uint crc = 0xFFFFFFFF;
+            foreach (byte b in data)
+            {
+                crc ^= b;
+                for (int k = 0; k < 8; k++)
+                {
+                    crc = (crc & 1) != 0 ? (crc >> 1) ^ 0xEDB88320 : crc >> 1;
+                }
+            }
+
+            return ~crc;
+        }
+    }
 }
