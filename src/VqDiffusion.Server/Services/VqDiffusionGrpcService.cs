@@ -78,7 +78,7 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
         VQDiffusionPipeline pipeline = RequireModel();
         var info = new GetModelInfoResponse
         {
-            ModelId = Path.GetFileName(_model.ModelPath.TrimEnd(Path.DirectorySeparatorChar)),
+            ModelId = _model.Provenance.Model, // the Hub id (org/name) or the folder name
             ModelPath = _model.ModelPath,
             IsBuiltinTestModel = _model.IsBuiltinTestModel,
             LatentHeight = pipeline.transformer.Height,
