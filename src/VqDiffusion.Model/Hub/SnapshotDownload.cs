@@ -7,15 +7,29 @@ namespace VqDiffusion.Model.Hub;
 /// <c>blobs/</c> first (each under its lock, verified); only when all of them are there are they linked into
 /// <c>snapshots/{commit}/</c> and <c>refs/{revision}</c> written, so a failed download leaves no half snapshot behind.
 /// </summary>
-internal sealed class SnapshotDownload(HubClient client, HubCache cache, HubModelId id, HubRevisionInfo info, IProgress<HubDownloadProgress>? progress)
+internal sealed class SnapshotDownload
 {
-    private readonly HashSet<string> _files = new(info.Files, StringComparer.Ordinal);
+    private readonly HubClient client;
+    private readonly HubCache cache;
+    private readonly HubModelId id;
+    private readonly IProgress<HubDownloadProgress>? progress;
+    private readonly HashSet<string> _files;
     private readonly List<(string RepoPath, string Etag)> _pending = [];
     private readonly Dictionary<string, string> _contents = new(StringComparer.Ordinal);
     private int _fileNumber;
     private int _fileCount;
 
-    private string Commit => info.CommitHash;
+    public SnapshotDownload(HubClient client, HubCache cache, HubModelId id, HubRevisionInfo info, IProgress<HubDownloadProgress>? progress)
+    {
+        this.client = client;
+        this.cache = cache;
+        this.id = id;
+        this.progress = progress;
+        Commit = info.CommitHash;
+        _files = new HashSet<string>(info.Files, StringComparer.Ordinal);
+    }
+
+    private string Commit { get; }
 
     private string Where => $"{id} (commit {Commit})";
 

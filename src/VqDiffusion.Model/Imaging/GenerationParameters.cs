@@ -99,6 +99,7 @@ public sealed partial record GenerationParameters
     [JsonPropertyName("version")]
     public string Version { get; init; } = ModelProvenance.Software;
 
+    [JsonIgnore]
     public int BatchSize => Prompts.Count * ImagesPerPrompt;
 
     /// <summary>The parameters of one image of a request whose defaults are resolved (<see cref="VQDiffusionPipeline.WithDefaults"/>).</summary>
@@ -182,7 +183,7 @@ public sealed partial record GenerationParameters
 
         if (UnmaskSchedule is not null)
         {
-            pairs.Add(("Unmask schedule", "[" + string.Join(",", UnmaskSchedule.Select(Invariant)) + "]"));
+            pairs.Add(("Unmask schedule", "[" + string.Join(",", UnmaskSchedule.Select(v => Invariant(v))) + "]"));
         }
 
         if (NegativeEmbeddings != "model")
