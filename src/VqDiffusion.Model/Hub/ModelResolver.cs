@@ -57,7 +57,14 @@ public static class ModelResolver
         }
 
         var download = new SnapshotDownload(client, cache, id, info, progress);
-        return await download.RunAsync(variant, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await download.RunAsync(variant, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (!cancellationToken.IsCancellationRequested && HubClient.IsTransient(ex))
+        {
+            throw new ModelLoadException($"{id}: the Hub at {hub.Endpoint} failed during the download ({ex.Message}); run again to resume it.", ex);
+        }
     }
 
     /// <summary>The cached snapshot of the id's revision, or a <see cref="ModelLoadException"/> saying what is missing.</summary>

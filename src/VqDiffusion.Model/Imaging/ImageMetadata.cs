@@ -7,7 +7,7 @@ namespace VqDiffusion.Model.Imaging;
 /// </summary>
 public static class ImageMetadata
 {
-    /// <summary>Adds <paramref name="parameters"/> to an encoded image of <paramref name="format"/>.</summary>
+    /// <summary>Adds <paramref name="parameters"/> to an encoded image of <paramref name="format"/> (PNG chunks are tEXt where the text is Latin-1, else iTXt).</summary>
     public static byte[] Embed(byte[] encoded, ImageFormat format, GenerationParameters parameters)
     {
         ArgumentNullException.ThrowIfNull(parameters);

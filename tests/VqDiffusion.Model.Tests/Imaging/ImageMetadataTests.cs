@@ -81,7 +81,7 @@ public sealed class ImageMetadataTests
         Assert.Equal(image.Rgb, ImageEncoder.DecodeRgb(png).Rgb);
 
         var chunks = Chunks(png);
-        Assert.Equal(new[] { "IHDR", "tEXt", "iTXt" }, chunks.Take(3).Select(c => c.Type));
+        Assert.Equal(new[] { "IHDR", "tEXt", "tEXt" }, chunks.Take(3).Select(c => c.Type));
         Assert.Equal(Chunks(plain).Select(c => c.Type), chunks.Where((_, i) => i is not (1 or 2)).Select(c => c.Type));
         foreach (var (type, data, crc) in chunks)
         {
