@@ -7,6 +7,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Logging;
 
 namespace VqDiffusion.Model.Tests.TestSupport;
@@ -83,12 +84,13 @@ public sealed class FakeHubServer : IAsyncDisposable
 
     public static async Task<FakeHubServer> StartAsync()
     {
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
+        // Its own content root: no appsettings.json of a test project (the gRPC server's makes endpoints HTTP/2-only).
+        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = Path.GetTempPath(), Args = [] });
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
-            kestrel.Listen(IPAddress.Loopback, 0); // the Hub
-            kestrel.Listen(IPAddress.Loopback, 0); // its "CDN" for LFS files
+            kestrel.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http1AndHttp2); // the Hub
+            kestrel.Listen(IPAddress.Loopback, 0, o => o.Protocols = HttpProtocols.Http1AndHttp2); // its "CDN" for LFS files
         });
         WebApplication app = builder.Build();
         var server = new FakeHubServer(app);
