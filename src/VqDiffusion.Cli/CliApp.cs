@@ -2,6 +2,7 @@ using System.Globalization;
 using Grpc.Core;
 using TorchSharp;
 using VqDiffusion.Client;
+using VqDiffusion.Model.Hub;
 using VqDiffusion.Model.Imaging;
 using VqDiffusion.Model.Loading;
 using VqDiffusion.Model.Pipelines;
@@ -13,17 +14,26 @@ namespace VqDiffusion.Cli;
 /// <summary>Entry point of <c>vqd</c>: exit 0 on success, 2 on bad input (one line), 1 on failure.</summary>
 public static class CliApp
 {
-    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken)
+    public static Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken) =>
+        RunAsync(args, stdout, stderr, null, cancellationToken);
+
+    /// <param name="environment">Reads an environment variable (HF_HUB_CACHE, HF_TOKEN, ...); null = the process environment.</param>
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, Func<string, string?>? environment, CancellationToken cancellationToken)
     {
         if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
         {
-            stdout.WriteLine("vqd: VQ-Diffusion text-to-image.\n\n" + GenerateOptions.Usage);
+            stdout.WriteLine("vqd: VQ-Diffusion text-to-image.\n\n" + GenerateOptions.Usage + "\n\n" + InfoCommand.Usage);
             return args.Length == 0 ? 2 : 0;
+        }
+
+        if (args[0] == "info")
+        {
+            return InfoCommand.Run(args[1..], stdout, stderr);
         }
 
         if (args[0] != "generate")
         {
-            stderr.WriteLine($"vqd: unknown command '{args[0]}' (try 'vqd generate --help').");
+            stderr.WriteLine($"vqd: unknown command '{args[0]}' (try 'vqd generate --help' or 'vqd info --help').");
             return 2;
         }
 
@@ -51,7 +61,7 @@ public static class CliApp
             else
             {
                 // On the calling thread (the main thread under `vqd`): no await has happened yet.
-                GenerateLocal(options, stderr, cts.Token);
+                GenerateLocal(options, stderr, environment, cts.Token);
             }
 
             return 0;
@@ -100,7 +110,7 @@ public static class CliApp
         }
     }
 
-    private static void GenerateLocal(GenerateOptions options, TextWriter stderr, CancellationToken cancellationToken)
+    private static void GenerateLocal(GenerateOptions options, TextWriter stderr, Func<string, string?>? environment, CancellationToken cancellationToken)
     {
         if (string.IsNullOrEmpty(options.Model))
         {
@@ -113,7 +123,11 @@ public static class CliApp
             DType = ParseDType(options.DType),
             Variant = options.Variant,
         };
-        using var pipeline = VQDiffusionPipeline.FromPretrained(options.Model, load);
+        // A folder, or a Hub id resolved through the Hugging Face cache (downloading what is missing, progress on stderr).
+        ResolvedModel model = ModelResolver.ResolveAsync(
+            options.Model, load.Variant, HubOptions.FromEnvironment(environment), options.Quiet ? null : new DownloadProgressBar(stderr, !Console.IsErrorRedirected), cancellationToken).GetAwaiter().GetResult();
+        using var pipeline = VQDiffusionPipeline.FromPretrained(model.LocalPath, load);
+        var provenance = new ModelProvenance(model.Name, model.HubId?.RevisionOrDefault, model.CommitHash);
 
         IReadOnlyList<long>? latents = null;
         if (options.LatentsFile is not null)
@@ -147,10 +161,11 @@ public static class CliApp
 
         var progress = options.Quiet ? null : new ProgressBar(stderr, !Console.IsErrorRedirected);
         GenerationResult result = pipeline.Generate(request, step => progress?.Report(step.CompletedSteps, step.TotalSteps, step.Timestep), cancellationToken: cancellationToken);
+        GenerationRequest resolved = pipeline.WithDefaults(request);
         foreach (GeneratedImage image in result.Images)
         {
             string path = Path.Combine(options.Output!, $"{image.Index:D3}.{ImageEncoder.FileExtension(options.Format)}");
-            File.WriteAllBytes(path, ImageEncoder.Encode(image, options.Format, options.Quality));
+            File.WriteAllBytes(path, ImageEncoder.Encode(image, options.Format, options.Quality, GenerationParameters.For(resolved, result.Seed, image, provenance)));
         }
 
         if (!options.Quiet)

@@ -16,7 +16,8 @@ public sealed class GenerateOptions
         "                    [--strength R] [--mask FILE] [--format png|jpeg|webp] [--quality Q]\n" +
         "                    [--device cpu|cuda[:N]] [--dtype float32|float16|bfloat16] [--variant fp16]\n" +
         "                    [--quiet] --output DIR\n" +
-        "--model DIR runs the diffusers pipeline folder in this process; --server URL (http://host:port)\n" +
+        "--model DIR runs the diffusers pipeline folder in this process (or a Hub id ORG/NAME[@REVISION], fetched\n" +
+        "through the Hugging Face cache: HF_HUB_CACHE/HF_HOME, HF_TOKEN, HF_HUB_OFFLINE, HF_ENDPOINT); --server URL (http://host:port)\n" +
         "asks a running VqDiffusion.Server instead (--device, --dtype and --variant are then the server's).\n" +
         "defaults (as diffusers): --steps 100 --guidance-scale 5.0 --truncation-rate 1.0 --images-per-prompt 1;\n" +
         "seed random (printed); format png; quality 90 (jpeg/webp); device cpu; dtype float32.\n" +

@@ -153,8 +153,12 @@ public sealed class GenerateTests : IClassFixture<SharedServerFixture>
             Grpc.V1.ImageFormat.Webp => Model.Imaging.ImageFormat.WebP,
             _ => Model.Imaging.ImageFormat.Png,
         };
-        var expected = local.Images.Select(i => ImageEncoder.Encode(i, localFormat, quality == 0 ? ImageEncoder.DefaultQuality : quality)).ToList();
+        // The server's files carry the request's parameters (ImageMetadataTests); encoded with the same ones, the bytes are equal.
+        GenerationRequest resolved = pipeline.WithDefaults(request);
+        var expected = local.Images.Select(i => ImageEncoder.Encode(
+            i, localFormat, quality == 0 ? ImageEncoder.DefaultQuality : quality, GenerationParameters.For(resolved, local.Seed, i, new ModelProvenance("tiny-ithq")))).ToList();
         Assert.Equal(expected, remote);
+        Assert.Equal(local.Images.Select(i => ImageEncoder.DecodeRgb(ImageEncoder.Encode(i, localFormat, quality == 0 ? ImageEncoder.DefaultQuality : quality)).Rgb), remote.Select(r => ImageEncoder.DecodeRgb(r).Rgb));
         Assert.Equal(ImageEncoder.MimeType(localFormat), events.First(e => e.Image is not null).Image.MimeType);
     }
 

@@ -139,7 +139,8 @@ public sealed class SamplerTests : IClassFixture<ImprovedServerFixture>
         Assert.Equal(8, snapshots.Count);
         Assert.All(snapshots, s => Assert.All(Enumerable.Range(0, 64).Where(p => !mask[p]), p => Assert.Equal(source[p], s.Tokens[p])));
 
-        // The same inpainting with the mask as a PNG (white bottom half) gives the same bytes.
+        // The same inpainting with the mask as a PNG (white bottom half) gives the same pixels, and the same file but for
+        // the parameters' "Mask: image" (instead of "Mask: tokens").
         var maskPixels = new byte[32 * 32 * 3];
         for (int y = 16; y < 32; y++)
         {
@@ -150,7 +151,13 @@ public sealed class SamplerTests : IClassFixture<ImprovedServerFixture>
         request.Edit.Mask.Clear();
         request.Edit.MaskImage = ByteString.CopyFrom(png);
         var again = await StreamCollector.ReadAllAsync(Client.Generate(request));
-        Assert.Equal(events.Single(e => e.Image is not null).Image.Data, again.Single(e => e.Image is not null).Image.Data);
+        byte[] tokenMasked = events.Single(e => e.Image is not null).Image.Data.ToByteArray();
+        byte[] imageMasked = again.Single(e => e.Image is not null).Image.Data.ToByteArray();
+        Assert.Equal(ImageEncoder.DecodeRgb(tokenMasked).Rgb, ImageEncoder.DecodeRgb(imageMasked).Rgb);
+        string tokenText = ImageMetadata.Read(tokenMasked).Texts[GenerationParameters.ParametersKey];
+        string imageText = ImageMetadata.Read(imageMasked).Texts[GenerationParameters.ParametersKey];
+        Assert.Contains(", Mask: tokens,", tokenText);
+        Assert.Equal(tokenText.Replace(", Mask: tokens,", ", Mask: image,", StringComparison.Ordinal), imageText);
     }
 
     [Fact]

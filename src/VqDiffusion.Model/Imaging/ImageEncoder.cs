@@ -49,7 +49,19 @@ public static class ImageEncoder
     /// Encodes an image. <paramref name="quality"/> (1..100) applies to JPEG and WebP; PNG is lossless
     /// and ignores it. The same pixels always give the same bytes.
     /// </summary>
-    public static byte[] Encode(GeneratedImage image, ImageFormat format, int quality = DefaultQuality)
+    public static byte[] Encode(GeneratedImage image, ImageFormat format, int quality = DefaultQuality) => Encode(image, format, quality, null);
+
+    /// <summary>
+    /// Encodes an image carrying its generation parameters (<see cref="ImageMetadata.Embed"/>: PNG text chunks, a JPEG
+    /// comment, WebP EXIF); null = none. The same pixels and parameters always give the same bytes.
+    /// </summary>
+    public static byte[] Encode(GeneratedImage image, ImageFormat format, int quality, GenerationParameters? parameters)
+    {
+        byte[] encoded = EncodePixels(image, format, quality);
+        return parameters is null ? encoded : ImageMetadata.Embed(encoded, format, parameters);
+    }
+
+    private static byte[] EncodePixels(GeneratedImage image, ImageFormat format, int quality)
     {
         if (quality < 1 || quality > 100)
         {

@@ -1,11 +1,16 @@
+using VqDiffusion.Model.Hub;
+
 namespace VqDiffusion.Server.Options;
 
-/// <summary>Configuration section <c>Model</c>: which diffusers folder to serve and how (checked by <see cref="ModelOptionsValidator"/>).</summary>
+/// <summary>Configuration section <c>Model</c>: which diffusers folder or Hub model to serve and how (checked by <see cref="ModelOptionsValidator"/>).</summary>
 public sealed class ModelOptions
 {
     public const string Section = "Model";
 
-    /// <summary>Diffusers VQDiffusionPipeline folder. Empty = the small test pipeline shipped with the server.</summary>
+    /// <summary>
+    /// Diffusers VQDiffusionPipeline folder, or a Hugging Face Hub id (<c>org/name</c>, <c>org/name@revision</c>)
+    /// resolved through the Hub cache. Empty = the small test pipeline shipped with the server.
+    /// </summary>
     public string? Path { get; set; }
 
     /// <summary><c>cpu</c>, <c>cuda</c> or <c>cuda:N</c>.</summary>
@@ -22,4 +27,29 @@ public sealed class ModelOptions
     /// restarts it and shows why; false keeps it up, NOT_SERVING, every call answered UNAVAILABLE.
     /// </summary>
     public bool ExitOnLoadFailure { get; set; } = true;
+
+    /// <summary>Hub cache folder; empty = huggingface_hub's (<c>HF_HUB_CACHE</c>, else <c>$HF_HOME/hub</c>, else <c>~/.cache/huggingface/hub</c>).</summary>
+    public string? HubCache { get; set; }
+
+    /// <summary>Hub endpoint; empty = <c>HF_ENDPOINT</c>, else https://huggingface.co.</summary>
+    public string? HubEndpoint { get; set; }
+
+    /// <summary>Hub token for gated or private repositories; empty = <c>HF_TOKEN</c>, else the token file <c>$HF_HOME/token</c>. Never logged.</summary>
+    public string? HubToken { get; set; }
+
+    /// <summary>Resolve Hub ids from the cache only; unset = <c>HF_HUB_OFFLINE</c>.</summary>
+    public bool? HubOffline { get; set; }
+
+    /// <summary>The Hub settings: these keys where set, huggingface_hub's environment variables otherwise.</summary>
+    public HubOptions ToHubOptions(Func<string, string?>? environment = null)
+    {
+        HubOptions fromEnvironment = HubOptions.FromEnvironment(environment);
+        return fromEnvironment with
+        {
+            CacheDir = string.IsNullOrWhiteSpace(HubCache) ? fromEnvironment.CacheDir : HubCache,
+            Endpoint = string.IsNullOrWhiteSpace(HubEndpoint) ? fromEnvironment.Endpoint : HubEndpoint.TrimEnd('/'),
+            Token = string.IsNullOrWhiteSpace(HubToken) ? fromEnvironment.Token : HubToken.Trim(),
+            Offline = HubOffline ?? fromEnvironment.Offline,
+        };
+    }
 }

@@ -391,7 +391,7 @@ public sealed class GenerationWorker : BackgroundService
         IReadOnlyList<GeneratedImage> images = run.Decode();
         string mime = ImageEncoder.MimeType(job.ImageFormat);
         var encoded = images.Select(image => new ImageEvent(
-            image.Index, image.PromptIndex, ImageEncoder.Encode(image, job.ImageFormat, job.ImageQuality), mime, image.Width, image.Height, run.Seed)).ToList();
+            image.Index, image.PromptIndex, ImageEncoder.Encode(image, job.ImageFormat, job.ImageQuality, GenerationParameters.For(run.Request, run.Seed, image, _model.Provenance)), mime, image.Width, image.Height, run.Seed)).ToList();
         TimeSpan decodeTime = Stopwatch.GetElapsedTime(decodeStart);
         foreach (ImageEvent image in encoded)
         {

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using Microsoft.Extensions.Options;
 using TorchSharp;
+using VqDiffusion.Model.Hub;
 using VqDiffusion.Model.Imaging;
 using VqDiffusion.Model.Loading;
 using VqDiffusion.Model.Pipelines;
@@ -57,10 +58,15 @@ public sealed class ModelHost : IHostedService, IDisposable
         IsBuiltinTestModel = string.IsNullOrWhiteSpace(_options.Path);
         ModelPath = IsBuiltinTestModel
             ? System.IO.Path.Combine(AppContext.BaseDirectory, "models", "tiny-ithq")
-            : System.IO.Path.GetFullPath(_options.Path!);
+            : ModelResolver.IsHubId(_options.Path!) ? _options.Path!.Trim() : System.IO.Path.GetFullPath(_options.Path!);
+        Provenance = new ModelProvenance(System.IO.Path.GetFileName(ModelPath.TrimEnd(System.IO.Path.DirectorySeparatorChar)));
     }
 
-    public string ModelPath { get; }
+    /// <summary>The model folder (a Hub id's cache snapshot once resolved; the id until then).</summary>
+    public string ModelPath { get; private set; }
+
+    /// <summary>The model's name (Hub id or folder name) and revision, written into every image's metadata.</summary>
+    public ModelProvenance Provenance { get; private set; }
 
     public bool IsBuiltinTestModel { get; }
 
@@ -145,7 +151,9 @@ public sealed class ModelHost : IHostedService, IDisposable
                 DType = ParseDType(_options.DType),
                 Variant = string.IsNullOrWhiteSpace(_options.Variant) ? null : _options.Variant,
             };
-            _logger.LogInformation("Loading model from {ModelPath} on {Device} as {DType}", ModelPath, _options.Device, _options.DType);
+            ResolvedModel resolved = await ModelResolver.ResolveAsync(ModelPath, load.Variant, _options.ToHubOptions(), new HubDownloadLog(_logger), _stopping.Token).ConfigureAwait(false);
+            (ModelPath, Provenance) = (resolved.LocalPath, new ModelProvenance(resolved.Name, resolved.HubId?.RevisionOrDefault, resolved.CommitHash));
+            _logger.LogInformation("Loading model from {ModelPath} on {Device} as {DType}", resolved.Description, _options.Device, _options.DType);
             // Loaded and warmed up on the model thread, where every request will run.
             (VQDiffusionPipeline pipeline, TimeSpan warmUp, double loadedPeakRss) = await _modelThread.Post(() =>
             {

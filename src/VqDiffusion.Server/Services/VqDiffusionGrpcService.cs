@@ -122,7 +122,7 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
         GenerationLimits limits = _options.ToLimits(); // what requests are checked against
         var info = new GetModelInfoResponse
         {
-            ModelId = Path.GetFileName(_model.ModelPath.TrimEnd(Path.DirectorySeparatorChar)),
+            ModelId = _model.Provenance.Model, // the Hub id (org/name) or the folder name
             ModelPath = _model.ModelPath,
             IsBuiltinTestModel = _model.IsBuiltinTestModel,
             LatentHeight = model.LatentHeight,
