@@ -1,4 +1,5 @@
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
 using VqDiffusion.Model.Runtime;
 using VqDiffusion.Server.Options;
 using VqDiffusion.Server.Queue;
@@ -34,6 +35,7 @@ public static class ServerApp
 
         builder.Services.Configure<ModelOptions>(builder.Configuration.GetSection(ModelOptions.Section));
         builder.Services.Configure<GenerationOptions>(builder.Configuration.GetSection(GenerationOptions.Section));
+        builder.Services.Configure<ServerOptions>(builder.Configuration.GetSection(ServerOptions.Section));
 
         builder.Services.AddGrpc(o =>
         {
@@ -61,6 +63,17 @@ public static class ServerApp
     public static WebApplication Build(WebApplicationBuilder builder)
     {
         var app = builder.Build();
+        string? instanceId = app.Services.GetRequiredService<IOptions<ServerOptions>>().Value.InstanceId;
+        if (!string.IsNullOrWhiteSpace(instanceId))
+        {
+            // Before any gRPC handler runs, so it also rides on trailers-only (error) responses.
+            app.Use((context, next) =>
+            {
+                context.Response.Headers[ServerOptions.InstanceIdHeader] = instanceId;
+                return next(context);
+            });
+        }
+
         app.MapGrpcService<VqDiffusionGrpcService>();
         app.MapGrpcHealthChecksService();
         app.MapGrpcReflectionService();

@@ -1,0 +1,27 @@
+using VqDiffusion.Grpc.V1;
+
+namespace VqDiffusion.Deploy.Tests.TestSupport;
+
+public static class Requests
+{
+    /// <summary>A short request: 10 steps, two prompts, a token snapshot every 5 steps.</summary>
+    public static GenerateRequest Short(string id, ulong seed) => new()
+    {
+        RequestId = id,
+        Prompts = { "a photo of a cat", "a red car" },
+        NumInferenceSteps = 10,
+        Seed = seed,
+        Snapshots = new SnapshotOptions { EveryNSteps = 5, IncludeTokens = true },
+    };
+
+    /// <summary>A long request (all 100 steps, a decoded preview after each): in flight long enough to kill or drain its replica.</summary>
+    public static GenerateRequest Long(string id, ulong seed) => new()
+    {
+        RequestId = id,
+        Prompts = { "a photo of a cat" },
+        NumImagesPerPrompt = 4,
+        NumInferenceSteps = 100,
+        Seed = seed,
+        Snapshots = new SnapshotOptions { EveryNSteps = 1, IncludePreview = true },
+    };
+}
