@@ -1,5 +1,6 @@
 using VqDiffusion.Client;
 using VqDiffusion.Deploy.Tests.TestSupport;
+using VqDiffusion.Grpc.V1;
 
 namespace VqDiffusion.Deploy.Tests;
 
@@ -48,7 +49,7 @@ public sealed class DrainingReplicaTests
         {
             ObservedStream s = streams[i].Stream;
             Assert.True(s.Completed, $"drain-{i} on {servedBy[i]}: {s.Error}\n{diagnostics}");
-            Assert.Equal(4, s.Events.Count(e => e.EventCase == Grpc.V1.GenerateResponse.EventOneofCase.Image));
+            Assert.Equal(4, s.Events.Count(e => e.EventCase == GenerateResponse.EventOneofCase.Image));
         }
 
         // Then it exits by itself, cleanly.

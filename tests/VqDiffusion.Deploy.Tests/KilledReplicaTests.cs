@@ -80,7 +80,7 @@ public sealed class KilledReplicaTests
         string[] completedBy = await c.WaitCompletedByAsync("killed-client");
         Assert.NotEqual(victim.InstanceId, Assert.Single(completedBy));
         // Its images are those of the seed: the same as a replica makes for that seed directly.
-        byte[][] retried = clientEvents.SkipWhile(e => e != starts[1]).OfType<GenerationEvent.ImageGenerated>().OrderBy(e => e.Index).Select(e => e.Data).ToArray();
+        byte[][] retried = clientEvents.SkipWhile(e => !ReferenceEquals(e, starts[1])).OfType<GenerationEvent.ImageGenerated>().OrderBy(e => e.Index).Select(e => e.Data).ToArray();
         ReplicaProcess survivor = c.Replicas.First(r => !r.HasExited);
         using (var direct = new VqDiffusionClient(survivor.Address))
         {

@@ -77,7 +77,7 @@ public sealed class KubernetesManifestTests
 
         YamlMappingNode kustomization = OfKind("Kustomization");
         string[] resources = List(kustomization, "resources").Select(n => ((YamlScalarNode)n).Value!).Order(StringComparer.Ordinal).ToArray();
-        string[] files = Directory.GetFiles(Repo.KubernetesDir, "*.yaml").Select(Path.GetFileName).Where(f => f != "kustomization.yaml").Order(StringComparer.Ordinal).ToArray()!;
+        string[] files = Directory.GetFiles(Repo.KubernetesDir, "*.yaml").Select(f => Path.GetFileName(f)).Where(f => f != "kustomization.yaml").Order(StringComparer.Ordinal).ToArray();
         Assert.Equal(files, resources);
         Assert.Equal("vqdiffusion-grpc", Str(kustomization, "images", "0", "name"));
         Assert.Equal("vqdiffusion-grpc", Str(Container, "image"));
