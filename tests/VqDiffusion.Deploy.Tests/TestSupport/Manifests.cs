@@ -28,7 +28,7 @@ public static class Manifests
     }
 
     public static YamlMappingNode OfKind(string kind, string? name = null) =>
-        Assert.Single(All().Where(d => Str(d.Root, "kind") == kind && (name is null || Str(d.Root, "metadata", "name") == name))).Root;
+        Assert.Single(All(), d => Str(d.Root, "kind") == kind && (name is null || Str(d.Root, "metadata", "name") == name)).Root;
 
     /// <summary>The node at <paramref name="path"/> (mapping keys, or list indexes as numbers), or null.</summary>
     public static YamlNode? At(YamlNode node, params string[] path)

@@ -72,7 +72,11 @@ public sealed partial class NginxProcess : IAsyncDisposable
     {
         string prefix = Directory.CreateTempSubdirectory("vqd-nginx-").FullName;
         // As root nginx runs its workers as nobody: they must be able to enter the prefix.
-        File.SetUnixFileMode(prefix, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+        if (!OperatingSystem.IsWindows())
+        {
+            File.SetUnixFileMode(prefix, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+        }
+
         Directory.CreateDirectory(Path.Combine(prefix, "logs"));
         Directory.CreateDirectory(Path.Combine(prefix, "temp"));
         File.WriteAllText(Path.Combine(prefix, "nginx.conf"), conf);

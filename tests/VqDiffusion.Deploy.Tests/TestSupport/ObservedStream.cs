@@ -25,13 +25,13 @@ public sealed class ObservedStream
     public static (ObservedStream Stream, Task Done) Start(VqDiffusionService.VqDiffusionServiceClient client, GenerateRequest request, CancellationToken cancellationToken = default)
     {
         var observed = new ObservedStream();
-        return (observed, observed.RunAsync(client, request, cancellationToken));
+        return (observed, observed.ReadAsync(client, request, cancellationToken));
     }
 
     public static async Task<ObservedStream> RunAsync(VqDiffusionService.VqDiffusionServiceClient client, GenerateRequest request, CancellationToken cancellationToken = default)
     {
         var observed = new ObservedStream();
-        await observed.RunAsync(client, request, cancellationToken);
+        await observed.ReadAsync(client, request, cancellationToken);
         return observed;
     }
 
@@ -58,7 +58,7 @@ public sealed class ObservedStream
         })
         .ToArray();
 
-    private async Task RunAsync(VqDiffusionService.VqDiffusionServiceClient client, GenerateRequest request, CancellationToken cancellationToken)
+    private async Task ReadAsync(VqDiffusionService.VqDiffusionServiceClient client, GenerateRequest request, CancellationToken cancellationToken)
     {
         try
         {
