@@ -81,7 +81,7 @@ public sealed class ClientSideBalancingTests
                 return ex;
             }
         })).ToArray();
-        await Task.WhenAll(progressed.Task, plainProgress[0].Task, plainProgress[1].Task).WaitAsync(TimeSpan.FromMinutes(3));
+        await Task.WhenAll(progressed.Task, plainProgress[0].Task, plainProgress[1].Task).WaitAsync(TimeSpan.FromMinutes(5));
 
         // Kill the replica of the retrying client's stream.
         ReplicaProcess victim = Assert.Single(replicas, r => r.Logged("Request lb-retried accepted"));
@@ -89,10 +89,10 @@ public sealed class ClientSideBalancingTests
         int lostIndex = Assert.Single(Enumerable.Range(0, 2), i => victim.Logged($"Request lb-plain-{i} accepted"));
         victim.Kill();
 
-        VqDiffusionException?[] outcomes = await Task.WhenAll(plain).WaitAsync(TimeSpan.FromMinutes(3));
+        VqDiffusionException?[] outcomes = await Task.WhenAll(plain).WaitAsync(TimeSpan.FromMinutes(5));
         Assert.Equal(StatusCode.Unavailable, outcomes[lostIndex]?.StatusCode);
         Assert.Null(outcomes[1 - lostIndex]);
-        await retried.WaitAsync(TimeSpan.FromMinutes(3));
+        await retried.WaitAsync(TimeSpan.FromMinutes(5));
 
         RetryAttempt retry = Assert.Single(retries);
         Assert.Equal((StatusCode.Unavailable, true), (retry.StatusCode, retry.AfterEvents));

@@ -9,6 +9,7 @@ public sealed class ObservedStream
     public const string InstanceHeader = "vqd-instance-id";
 
     private readonly TaskCompletionSource<string?> _firstProgress = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource<string?> _headers = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public string? ServedBy { get; private set; }
 
@@ -17,6 +18,9 @@ public sealed class ObservedStream
     public RpcException? Error { get; private set; }
 
     public bool Completed => Error is null && Events.Count > 0 && Events[^1].EventCase == GenerateResponse.EventOneofCase.Completed;
+
+    /// <summary>Completes (with <see cref="ServedBy"/>) when the response headers arrive (the request was accepted), or when the call ends without them.</summary>
+    public Task<string?> Headers => _headers.Task;
 
     /// <summary>Completes (with <see cref="ServedBy"/>) at the first progress event, or when the call ends without one.</summary>
     public Task<string?> FirstProgress => _firstProgress.Task;
@@ -65,6 +69,7 @@ public sealed class ObservedStream
             using AsyncServerStreamingCall<GenerateResponse> call = client.Generate(request, cancellationToken: cancellationToken);
             Metadata headers = await call.ResponseHeadersAsync;
             ServedBy = headers.GetValue(InstanceHeader);
+            _headers.TrySetResult(ServedBy);
             while (await call.ResponseStream.MoveNext(cancellationToken))
             {
                 Events.Add(call.ResponseStream.Current);
@@ -81,6 +86,7 @@ public sealed class ObservedStream
         }
         finally
         {
+            _headers.TrySetResult(ServedBy);
             _firstProgress.TrySetResult(ServedBy);
         }
     }

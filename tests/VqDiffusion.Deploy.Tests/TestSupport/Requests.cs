@@ -14,12 +14,15 @@ public static class Requests
         Snapshots = new SnapshotOptions { EveryNSteps = 5, IncludeTokens = true },
     };
 
-    /// <summary>A long request (all 100 steps, a decoded preview after each): in flight long enough to kill or drain its replica.</summary>
+    /// <summary>
+    /// A long request (all 100 steps, two images, a decoded preview of each after every step): in flight long enough
+    /// to kill or drain its replica right after its first progress event.
+    /// </summary>
     public static GenerateRequest Long(string id, ulong seed) => new()
     {
         RequestId = id,
         Prompts = { "a photo of a cat" },
-        NumImagesPerPrompt = 4,
+        NumImagesPerPrompt = 2,
         NumInferenceSteps = 100,
         Seed = seed,
         Snapshots = new SnapshotOptions { EveryNSteps = 1, IncludePreview = true },
