@@ -34,7 +34,7 @@ public sealed class DrainingReplicaTests
             during.Add(id);
         }
 
-        await Task.WhenAll(streams.Select(s => s.Done)).WaitAsync(TimeSpan.FromMinutes(5));
+        await c.Within(Task.WhenAll(streams.Select(s => s.Done)), TimeSpan.FromMinutes(5), "the streams");
         string diagnostics = c.Describe();
         Assert.True(during.Count > 0, "the replica exited before any call was sent during its drain\n" + diagnostics);
         foreach (string id in during)
@@ -50,7 +50,7 @@ public sealed class DrainingReplicaTests
         {
             ObservedStream s = streams[i].Stream;
             Assert.True(s.Completed, $"drain-{i} on {servedBy[i]}: {s.Error}\n{diagnostics}");
-            Assert.Equal(2, s.Events.Count(e => e.EventCase == GenerateResponse.EventOneofCase.Image));
+            Assert.Single(s.Events, e => e.EventCase == GenerateResponse.EventOneofCase.Image);
         }
 
         // Then it exits by itself, cleanly.

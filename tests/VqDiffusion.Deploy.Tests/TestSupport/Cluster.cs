@@ -77,6 +77,19 @@ public sealed class Cluster : IAsyncDisposable
         return [];
     }
 
+    /// <summary>Awaits <paramref name="task"/> for at most <paramref name="timeout"/>; on timeout fails with every log tail.</summary>
+    public async Task Within(Task task, TimeSpan timeout, string what)
+    {
+        try
+        {
+            await task.WaitAsync(timeout);
+        }
+        catch (TimeoutException)
+        {
+            throw new TimeoutException($"{what}: not done within {timeout}\n{Describe()}");
+        }
+    }
+
     /// <summary>Diagnostics for a failed assertion: every log tail.</summary>
     public string Describe() =>
         string.Join("\n", Replicas.Select(r => $"--- {r.InstanceId} (port {r.Port}{(r.HasExited ? $", exited {r.ExitCode}" : "")}):\n{r.Tail(2000)}"))

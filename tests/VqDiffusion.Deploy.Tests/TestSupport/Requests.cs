@@ -15,16 +15,15 @@ public static class Requests
     };
 
     /// <summary>
-    /// A long request (all 100 steps, two images, a decoded preview of each after every step): in flight long enough
-    /// to kill or drain its replica right after its first progress event.
+    /// A long request: all 100 steps, the token grid after every step (100 more messages). In flight long enough to
+    /// kill or drain its replica right after its first progress event, cheap enough for a loaded machine.
     /// </summary>
     public static GenerateRequest Long(string id, ulong seed) => new()
     {
         RequestId = id,
         Prompts = { "a photo of a cat" },
-        NumImagesPerPrompt = 2,
         NumInferenceSteps = 100,
         Seed = seed,
-        Snapshots = new SnapshotOptions { EveryNSteps = 1, IncludePreview = true },
+        Snapshots = new SnapshotOptions { EveryNSteps = 1, IncludeTokens = true },
     };
 }
