@@ -11,10 +11,12 @@ namespace VqDiffusion.Deploy.Tests;
 public sealed class KilledReplicaTests
 {
     /// <summary>
-    /// What a client of nginx sees when the replica of its started stream dies: nginx resets the stream
-    /// (RST_STREAM), which grpc-dotnet reports as this status.
+    /// What a client of nginx sees when the replica of its started stream dies: nginx resets the stream (RST_STREAM
+    /// INTERNAL_ERROR), which grpc-dotnet reports as INTERNAL "... reset the stream ..."; VqDiffusionClient counts such
+    /// a reset as a lost connection (UNAVAILABLE) for its retries. Without a proxy the client gets UNAVAILABLE itself
+    /// (ClientSideBalancingTests).
     /// </summary>
-    public static readonly StatusCode LostStreamStatus = StatusCode.Unavailable;
+    public static readonly StatusCode LostStreamStatus = StatusCode.Internal;
 
     [Fact]
     public async Task ItsStreamsFailAndSucceedOnRetryWhileNewCallsGoToTheOtherReplicas()
@@ -59,7 +61,7 @@ public sealed class KilledReplicaTests
         await c.Within(clientRun, TimeSpan.FromMinutes(5), "the retrying client's stream");
         string diagnostics = c.Describe();
 
-        // Plain streams: those in flight on the victim failed with UNAVAILABLE, the others completed.
+        // Plain streams: those in flight on the victim were reset by nginx, the others completed.
         for (int i = 0; i < plain.Length; i++)
         {
             ObservedStream s = plain[i].Stream;
@@ -67,6 +69,7 @@ public sealed class KilledReplicaTests
             {
                 Assert.False(s.Completed, $"killed-{i} completed although its replica was killed\n{diagnostics}");
                 Assert.Equal(LostStreamStatus, s.Error?.StatusCode);
+                Assert.Contains("reset the stream", s.Error!.Status.Detail, StringComparison.Ordinal);
             }
             else
             {
@@ -74,7 +77,7 @@ public sealed class KilledReplicaTests
             }
         }
 
-        // The retrying client lost its stream once (after events), ran it again on another replica with the same seed.
+        // The retrying client lost its stream once (after events, reset by nginx), ran it again on another replica with the same seed.
         RetryAttempt retry = Assert.Single(retries);
         Assert.Equal((LostStreamStatus, true, "Generate"), (retry.StatusCode, retry.AfterEvents, retry.Method));
         GenerationEvent.Started[] starts = clientEvents.OfType<GenerationEvent.Started>().ToArray();

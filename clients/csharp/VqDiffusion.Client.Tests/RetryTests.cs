@@ -158,6 +158,43 @@ public sealed class RetryTests
     }
 
     [Fact]
+    public async Task AStreamResetAfterEventsCountsAsALostConnection()
+    {
+        // RST_STREAM INTERNAL_ERROR (0x2) after two events: what nginx sends when the replica of a started stream dies.
+        await using var server = await FakeVqDiffusionServer.StartAsync((attempt, request) => attempt % 2 == 1
+            ? new FakeReply([Started(5), Image("lost", 5)], StatusCode.OK, ResetWith: 2)
+            : Success(request, "second"));
+        var retries = new ConcurrentQueue<RetryAttempt>();
+        using var optedIn = new VqDiffusionClient(server.Address, Options(retries, afterEvents: true));
+        using var plain = new VqDiffusionClient(server.Address, Options(new ConcurrentQueue<RetryAttempt>()));
+
+        GenerationOutput output = await optedIn.GenerateImagesAsync(new GenerateRequest { Prompts = { "a" } });
+        var ex = await Assert.ThrowsAsync<VqDiffusionException>(() => plain.GenerateImagesAsync(new GenerateRequest { Prompts = { "a" } }));
+
+        Assert.Equal("second"u8.ToArray(), Assert.Single(output.Images).Data);
+        RetryAttempt retry = Assert.Single(retries);
+        Assert.Equal((StatusCode.Internal, true), (retry.StatusCode, retry.AfterEvents));
+        Assert.Contains("reset the stream", retry.Detail, StringComparison.Ordinal);
+        // Not opted in: the reset after events is thrown as it came.
+        Assert.Equal(StatusCode.Internal, ex.StatusCode);
+        Assert.Equal(3, server.GenerateRequests.Count);
+    }
+
+    [Fact]
+    public async Task AnInternalStatusFromTheServerIsNotRetried()
+    {
+        await using var server = await FakeVqDiffusionServer.StartAsync((_, _) => new FakeReply([], StatusCode.Internal, "failure inside the model"));
+        var retries = new ConcurrentQueue<RetryAttempt>();
+        using var client = new VqDiffusionClient(server.Address, Options(retries, afterEvents: true));
+
+        var ex = await Assert.ThrowsAsync<VqDiffusionException>(() => client.GenerateImagesAsync(new GenerateRequest { Prompts = { "a" } }));
+
+        Assert.Equal((StatusCode.Internal, "failure inside the model"), (ex.StatusCode, ex.Detail));
+        Assert.Single(server.GenerateRequests);
+        Assert.Empty(retries);
+    }
+
+    [Fact]
     public async Task GetModelInfoIsRetried()
     {
         await using var server = await FakeVqDiffusionServer.StartAsync(modelInfo: attempt => attempt == 1

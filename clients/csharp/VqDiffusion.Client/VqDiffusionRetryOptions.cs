@@ -29,7 +29,12 @@ public sealed class VqDiffusionRetryOptions
     /// <summary>Relative random spread of each delay, 0..1 (0.2 = ±20 %). Default 0.2.</summary>
     public double Jitter { get; set; } = 0.2;
 
-    /// <summary>Status codes that are retried. Default UNAVAILABLE and RESOURCE_EXHAUSTED.</summary>
+    /// <summary>
+    /// Status codes that are retried. Default UNAVAILABLE and RESOURCE_EXHAUSTED. A stream reset on the way (HTTP/2
+    /// RST_STREAM, reported by grpc-dotnet as INTERNAL with the transport's exception and no status from the server) is
+    /// a lost connection and counts as UNAVAILABLE: that is what a proxy such as nginx sends when the replica of a
+    /// started stream dies.
+    /// </summary>
     public IReadOnlyCollection<StatusCode> RetryableStatusCodes { get; set; } = [StatusCode.Unavailable, StatusCode.ResourceExhausted];
 
     /// <summary>
@@ -69,10 +74,15 @@ public sealed class VqDiffusionRetryOptions
         ArgumentNullException.ThrowIfNull(RetryableStatusCodes);
     }
 
+    /// <summary>INTERNAL made by the client's HTTP/2 stack (the stream was reset), not a status the server sent.</summary>
+    internal static bool IsTransportReset(RpcException failure) =>
+        failure.StatusCode == StatusCode.Internal && failure.Status.DebugException is System.Net.Http.HttpProtocolException or IOException;
+
     /// <summary>The delay before retrying after attempt <paramref name="attempt"/> failed, or null when it is not retried.</summary>
     internal TimeSpan? DelayAfter(int attempt, RpcException failure, bool afterEvents, DateTime? deadline)
     {
-        if (attempt >= MaxAttempts || !RetryableStatusCodes.Contains(failure.StatusCode) || (afterEvents && !RetryGenerateAfterEvents))
+        StatusCode code = IsTransportReset(failure) ? StatusCode.Unavailable : failure.StatusCode;
+        if (attempt >= MaxAttempts || !RetryableStatusCodes.Contains(code) || (afterEvents && !RetryGenerateAfterEvents))
         {
             return null;
         }

@@ -6,14 +6,19 @@ using Grpc.Core;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Logging;
 using VqDiffusion.Grpc.V1;
 
 namespace VqDiffusion.Client.Tests.TestSupport;
 
-/// <summary>What the fake server answers to one call: these messages, then this status in the trailers.</summary>
-public sealed record FakeReply(IReadOnlyList<IMessage> Messages, StatusCode Code, string Detail = "");
+/// <summary>
+/// What the fake server answers to one call: these messages, then this status in the trailers, or, with
+/// <paramref name="ResetWith"/>, an HTTP/2 RST_STREAM with that error code instead of trailers (what a proxy sends when
+/// the replica behind it dies).
+/// </summary>
+public sealed record FakeReply(IReadOnlyList<IMessage> Messages, StatusCode Code, string Detail = "", int? ResetWith = null);
 
 /// <summary>
 /// A scripted gRPC server (Kestrel, HTTP/2 cleartext, 127.0.0.1) that answers Generate and GetModelInfo with the
@@ -106,6 +111,12 @@ public sealed class FakeVqDiffusionServer : IAsyncDisposable
             payload.CopyTo(frame, 5);
             await context.Response.Body.WriteAsync(frame).ConfigureAwait(false);
             await context.Response.Body.FlushAsync().ConfigureAwait(false);
+        }
+
+        if (reply.ResetWith is int errorCode)
+        {
+            context.Features.Get<IHttpResetFeature>()!.Reset(errorCode);
+            return;
         }
 
         context.Response.AppendTrailer("grpc-status", ((int)reply.Code).ToString(CultureInfo.InvariantCulture));
