@@ -81,7 +81,7 @@ public sealed class ClientSideBalancingTests
                 return ex;
             }
         })).ToArray();
-        await Task.WhenAll(progressed.Task, plainProgress[0].Task, plainProgress[1].Task).WaitAsync(TimeSpan.FromMinutes(5));
+        await Task.WhenAll(progressed.Task, plainProgress[0].Task, plainProgress[1].Task).WaitAsync(TimeSpan.FromMinutes(10));
 
         // Kill the replica of the retrying client's stream.
         ReplicaProcess victim = Assert.Single(replicas, r => r.Logged("Request lb-retried accepted"));
@@ -90,7 +90,7 @@ public sealed class ClientSideBalancingTests
         bool lostDoneBeforeKill = plain[lostIndex].IsCompleted;
         victim.Kill();
 
-        VqDiffusionException?[] outcomes = await Task.WhenAll(plain).WaitAsync(TimeSpan.FromMinutes(5));
+        VqDiffusionException?[] outcomes = await Task.WhenAll(plain).WaitAsync(TimeSpan.FromMinutes(10));
         if (!lostDoneBeforeKill)
         {
             // In flight on the killed replica, without retries: UNAVAILABLE.
@@ -98,7 +98,7 @@ public sealed class ClientSideBalancingTests
         }
 
         Assert.Null(outcomes[1 - lostIndex]);
-        await retried.WaitAsync(TimeSpan.FromMinutes(5));
+        await retried.WaitAsync(TimeSpan.FromMinutes(10));
 
         RetryAttempt retry = Assert.Single(retries);
         Assert.Equal((StatusCode.Unavailable, true), (retry.StatusCode, retry.AfterEvents));

@@ -34,7 +34,7 @@ public sealed class DrainingReplicaTests
             during.Add(id);
         }
 
-        await c.Within(Task.WhenAll(streams.Select(s => s.Done)), TimeSpan.FromMinutes(5), "the streams");
+        await c.Within(Task.WhenAll(streams.Select(s => s.Done)), TimeSpan.FromMinutes(10), "the streams");
         string diagnostics = c.Describe();
         Assert.True(during.Count > 0, "the replica exited before any call was sent during its drain\n" + diagnostics);
         foreach (string id in during)

@@ -57,8 +57,8 @@ public sealed class KilledReplicaTests
         victim.Kill();
         Assert.True(await victim.WaitForExitAsync(TimeSpan.FromSeconds(30)));
 
-        await c.Within(Task.WhenAll(plain.Select(s => s.Done)), TimeSpan.FromMinutes(5), "the plain streams");
-        await c.Within(clientRun, TimeSpan.FromMinutes(5), "the retrying client's stream");
+        await c.Within(Task.WhenAll(plain.Select(s => s.Done)), TimeSpan.FromMinutes(10), "the plain streams");
+        await c.Within(clientRun, TimeSpan.FromMinutes(10), "the retrying client's stream");
         string diagnostics = c.Describe();
 
         // Plain streams: those in flight on the victim were reset by nginx, the others completed.

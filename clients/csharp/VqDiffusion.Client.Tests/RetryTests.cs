@@ -20,6 +20,8 @@ public sealed class RetryTests
         public Task WaitAsync(CancellationToken cancellationToken) => Open.Task.WaitAsync(cancellationToken);
     }
 
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     private static VqDiffusionClientOptions Options(ConcurrentQueue<RetryAttempt> retries, int maxAttempts = 3, bool afterEvents = false) => new()
     {
         Retry = new VqDiffusionRetryOptions
@@ -160,18 +162,37 @@ public sealed class RetryTests
     [Fact]
     public async Task AStreamResetAfterEventsCountsAsALostConnection()
     {
-        // RST_STREAM INTERNAL_ERROR (0x2) after two events: what nginx sends when the replica of a started stream dies.
+        // RST_STREAM INTERNAL_ERROR (0x2) after two events, once the client has read them: what nginx sends when the
+        // replica of a started stream dies. Odd attempts are reset, even ones succeed.
+        var read = new[] { NewSignal(), NewSignal() };
         await using var server = await FakeVqDiffusionServer.StartAsync((attempt, request) => attempt % 2 == 1
-            ? new FakeReply([Started(5), Image("lost", 5)], StatusCode.OK, ResetWith: 2)
+            ? new FakeReply([Started(5), Image("lost", 5)], StatusCode.OK, ResetWith: 2, BeforeEnd: () => read[attempt / 2].Task)
             : Success(request, "second"));
         var retries = new ConcurrentQueue<RetryAttempt>();
         using var optedIn = new VqDiffusionClient(server.Address, Options(retries, afterEvents: true));
         using var plain = new VqDiffusionClient(server.Address, Options(new ConcurrentQueue<RetryAttempt>()));
 
-        GenerationOutput output = await optedIn.GenerateImagesAsync(new GenerateRequest { Prompts = { "a" } });
-        var ex = await Assert.ThrowsAsync<VqDiffusionException>(() => plain.GenerateImagesAsync(new GenerateRequest { Prompts = { "a" } }));
+        async Task<List<GenerationEvent>> ReadAsync(VqDiffusionClient client, TaskCompletionSource signal)
+        {
+            var events = new List<GenerationEvent>();
+            await foreach (GenerationEvent e in client.GenerateAsync(new GenerateRequest { Prompts = { "a" } }))
+            {
+                events.Add(e);
+                if (e is GenerationEvent.ImageGenerated)
+                {
+                    signal.TrySetResult();
+                }
+            }
 
-        Assert.Equal("second"u8.ToArray(), Assert.Single(output.Images).Data);
+            return events;
+        }
+
+        List<GenerationEvent> retried = await ReadAsync(optedIn, read[0]);
+        var ex = await Assert.ThrowsAsync<VqDiffusionException>(() => ReadAsync(plain, read[1]));
+
+        // Opted in: the run is repeated after the reset; its images follow the second Started.
+        Assert.Equal(2, retried.OfType<GenerationEvent.Started>().Count());
+        Assert.Equal(["lost", "second"], retried.OfType<GenerationEvent.ImageGenerated>().Select(i => System.Text.Encoding.UTF8.GetString(i.Data)).ToArray());
         RetryAttempt retry = Assert.Single(retries);
         Assert.Equal((StatusCode.Internal, true), (retry.StatusCode, retry.AfterEvents));
         Assert.Contains("reset the stream", retry.Detail, StringComparison.Ordinal);

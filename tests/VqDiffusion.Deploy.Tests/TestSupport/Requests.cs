@@ -15,14 +15,14 @@ public static class Requests
     };
 
     /// <summary>
-    /// A long request: all 100 steps, the token grid after every step (100 more messages). In flight long enough to
-    /// kill or drain its replica right after its first progress event, cheap enough for a loaded machine.
+    /// A long request: 40 steps, the token grid after every step (40 more messages). In flight long enough to kill
+    /// or drain its replica right after its first progress event, cheap enough for a loaded machine.
     /// </summary>
     public static GenerateRequest Long(string id, ulong seed) => new()
     {
         RequestId = id,
         Prompts = { "a photo of a cat" },
-        NumInferenceSteps = 100,
+        NumInferenceSteps = 40,
         Seed = seed,
         Snapshots = new SnapshotOptions { EveryNSteps = 1, IncludeTokens = true },
     };

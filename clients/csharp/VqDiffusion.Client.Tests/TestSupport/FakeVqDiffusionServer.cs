@@ -16,9 +16,10 @@ namespace VqDiffusion.Client.Tests.TestSupport;
 /// <summary>
 /// What the fake server answers to one call: these messages, then this status in the trailers, or, with
 /// <paramref name="ResetWith"/>, an HTTP/2 RST_STREAM with that error code instead of trailers (what a proxy sends when
-/// the replica behind it dies).
+/// the replica behind it dies). <paramref name="BeforeEnd"/> is awaited after the messages, before the status or
+/// reset (e.g. until the client has read them: a reset discards what the client has not read yet).
 /// </summary>
-public sealed record FakeReply(IReadOnlyList<IMessage> Messages, StatusCode Code, string Detail = "", int? ResetWith = null);
+public sealed record FakeReply(IReadOnlyList<IMessage> Messages, StatusCode Code, string Detail = "", int? ResetWith = null, Func<Task>? BeforeEnd = null);
 
 /// <summary>
 /// A scripted gRPC server (Kestrel, HTTP/2 cleartext, 127.0.0.1) that answers Generate and GetModelInfo with the
@@ -111,6 +112,11 @@ public sealed class FakeVqDiffusionServer : IAsyncDisposable
             payload.CopyTo(frame, 5);
             await context.Response.Body.WriteAsync(frame).ConfigureAwait(false);
             await context.Response.Body.FlushAsync().ConfigureAwait(false);
+        }
+
+        if (reply.BeforeEnd is not null)
+        {
+            await reply.BeforeEnd().WaitAsync(TimeSpan.FromMinutes(1)).ConfigureAwait(false);
         }
 
         if (reply.ResetWith is int errorCode)
