@@ -60,6 +60,7 @@ public static class ServerApp
                 host.ShutdownTimeout = generation.ShutdownTimeout;
             }
         });
+        builder.Services.Configure<ServerOptions>(builder.Configuration.GetSection(ServerOptions.Section));
 
         builder.Services.AddGrpc(o =>
         {
@@ -91,6 +92,17 @@ public static class ServerApp
     public static WebApplication Build(WebApplicationBuilder builder)
     {
         var app = builder.Build();
+        string? instanceId = app.Services.GetRequiredService<IOptions<ServerOptions>>().Value.InstanceId;
+        if (!string.IsNullOrWhiteSpace(instanceId))
+        {
+            // Before any gRPC handler runs, so it also rides on trailers-only (error) responses.
+            app.Use((context, next) =>
+            {
+                context.Response.Headers[ServerOptions.InstanceIdHeader] = instanceId;
+                return next(context);
+            });
+        }
+
         app.MapGrpcService<VqDiffusionGrpcService>();
         app.MapGrpcHealthChecksService();
         app.MapGrpcReflectionService();

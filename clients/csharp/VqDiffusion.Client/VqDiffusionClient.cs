@@ -2,6 +2,9 @@ using System.Runtime.CompilerServices;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using Grpc.Net.Client;
+using Grpc.Net.Client.Balancer;
+using Grpc.Net.Client.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 using VqDiffusion.Grpc.V1;
 
 namespace VqDiffusion.Client;
@@ -9,6 +12,8 @@ namespace VqDiffusion.Client;
 /// <summary>
 /// Client of the VqDiffusion.Grpc service. Failed calls throw <see cref="VqDiffusionException"/>;
 /// a cancelled <see cref="CancellationToken"/> throws <see cref="OperationCanceledException"/>.
+/// UNAVAILABLE and RESOURCE_EXHAUSTED are retried with backoff (<see cref="VqDiffusionRetryOptions"/>); a Generate
+/// stream only while none of its events has arrived, unless <see cref="VqDiffusionRetryOptions.RetryGenerateAfterEvents"/>.
 /// </summary>
 public sealed class VqDiffusionClient : IDisposable
 {
@@ -17,6 +22,8 @@ public sealed class VqDiffusionClient : IDisposable
 
     private readonly GrpcChannel _channel;
     private readonly bool _ownsChannel;
+    private readonly IDisposable? _services;
+    private readonly VqDiffusionRetryOptions _retry;
     private readonly VqDiffusionService.VqDiffusionServiceClient _client;
 
     /// <summary>Connects to <paramref name="address"/> (<c>http://host:port</c>, or https).</summary>
@@ -33,13 +40,72 @@ public sealed class VqDiffusionClient : IDisposable
     {
     }
 
+    /// <summary>
+    /// Connects to <paramref name="address"/>: <c>http://host:port</c> / <c>https://host:port</c>, or
+    /// <c>dns:///host:port</c> to balance calls round-robin over every address the name resolves to (a Kubernetes
+    /// headless Service), re-resolved every <see cref="VqDiffusionClientOptions.DnsRefreshInterval"/>.
+    /// </summary>
+    public VqDiffusionClient(string address, VqDiffusionClientOptions options)
+        : this(CreateChannel(address, options ?? throw new ArgumentNullException(nameof(options)), out ServiceProvider? services), ownsChannel: true, options.Retry, services)
+    {
+    }
+
     /// <summary>Uses an existing channel; it is disposed with the client only when <paramref name="ownsChannel"/> is true.</summary>
-    public VqDiffusionClient(GrpcChannel channel, bool ownsChannel = false)
+    /// <param name="channel">The channel.</param>
+    /// <param name="ownsChannel">Whether <see cref="Dispose"/> disposes the channel.</param>
+    /// <param name="retry">Retries; null = the defaults of <see cref="VqDiffusionRetryOptions"/>.</param>
+    public VqDiffusionClient(GrpcChannel channel, bool ownsChannel = false, VqDiffusionRetryOptions? retry = null)
+        : this(channel, ownsChannel, retry, services: null)
+    {
+    }
+
+    private VqDiffusionClient(GrpcChannel channel, bool ownsChannel, VqDiffusionRetryOptions? retry, IDisposable? services)
     {
         ArgumentNullException.ThrowIfNull(channel);
+        _retry = retry ?? new VqDiffusionRetryOptions();
+        _retry.Validate();
         _channel = channel;
         _ownsChannel = ownsChannel;
+        _services = services;
         _client = new VqDiffusionService.VqDiffusionServiceClient(channel);
+    }
+
+    /// <summary>
+    /// A client that balances calls round-robin over several replicas (grpc-dotnet client-side load balancing):
+    /// each call goes to the next replica that is connected; a replica that goes away is skipped until it is
+    /// back, and a retried call goes to another one.
+    /// </summary>
+    /// <param name="addresses">The replicas, all <c>http://host:port</c> or all <c>https://host:port</c>.</param>
+    /// <param name="options">Retries and channel settings; null = the defaults.</param>
+    public static VqDiffusionClient ForAddresses(IEnumerable<string> addresses, VqDiffusionClientOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(addresses);
+        options ??= new VqDiffusionClientOptions();
+        Uri[] uris = addresses.Select(a => new Uri(a, UriKind.Absolute)).ToArray();
+        if (uris.Length == 0)
+        {
+            throw new ArgumentException("at least one address is needed", nameof(addresses));
+        }
+
+        string scheme = uris[0].Scheme;
+        if (uris.Any(u => u.Scheme != scheme) || (scheme != Uri.UriSchemeHttp && scheme != Uri.UriSchemeHttps))
+        {
+            throw new ArgumentException("the addresses must be all http://host:port or all https://host:port", nameof(addresses));
+        }
+
+        BalancerAddress[] replicas = uris.Select(u => new BalancerAddress(u.DnsSafeHost, u.Port)).ToArray();
+        var services = new ServiceCollection();
+        services.AddSingleton<ResolverFactory>(new StaticResolverFactory(_ => replicas));
+        ServiceProvider provider = services.BuildServiceProvider();
+        var channelOptions = new GrpcChannelOptions
+        {
+            MaxReceiveMessageSize = DefaultMaxReceiveMessageSize,
+            Credentials = scheme == Uri.UriSchemeHttps ? ChannelCredentials.SecureSsl : ChannelCredentials.Insecure,
+            ServiceConfig = RoundRobin(),
+            ServiceProvider = provider,
+        };
+        options.ConfigureChannel?.Invoke(channelOptions);
+        return new VqDiffusionClient(GrpcChannel.ForAddress("static:///vqdiffusion", channelOptions), ownsChannel: true, options.Retry, provider);
     }
 
     /// <summary>The channel the client calls through.</summary>
@@ -48,14 +114,20 @@ public sealed class VqDiffusionClient : IDisposable
     /// <summary>Describes the served model, its defaults and limits.</summary>
     public async Task<GetModelInfoResponse> GetModelInfoAsync(CancellationToken cancellationToken = default)
     {
-        try
+        for (int attempt = 1; ; attempt++)
         {
-            using var call = _client.GetModelInfoAsync(new GetModelInfoRequest(), cancellationToken: cancellationToken);
-            return await call.ResponseAsync.ConfigureAwait(false);
-        }
-        catch (RpcException ex)
-        {
-            throw Translate(ex, cancellationToken);
+            RpcException failure;
+            try
+            {
+                using var call = _client.GetModelInfoAsync(new GetModelInfoRequest(), cancellationToken: cancellationToken);
+                return await call.ResponseAsync.ConfigureAwait(false);
+            }
+            catch (RpcException ex)
+            {
+                failure = ex;
+            }
+
+            await DelayOrThrowAsync("GetModelInfo", attempt, failure, afterEvents: false, deadline: null, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -70,28 +142,64 @@ public sealed class VqDiffusionClient : IDisposable
     {
         ArgumentNullException.ThrowIfNull(request);
         cancellationToken.ThrowIfCancellationRequested();
-        using AsyncServerStreamingCall<GenerateResponse> call = _client.Generate(request, deadline: deadline, cancellationToken: cancellationToken);
-        IAsyncStreamReader<GenerateResponse> stream = call.ResponseStream;
-        while (true)
+        GenerateRequest attemptRequest = request;
+        for (int attempt = 1; ; attempt++)
         {
-            GenerationEvent? next;
-            try
+            bool receivedEvents = false;
+            ulong? startedSeed = null;
+            RpcException? failure = null;
+            using (AsyncServerStreamingCall<GenerateResponse> call = _client.Generate(attemptRequest, deadline: deadline, cancellationToken: cancellationToken))
             {
-                if (!await stream.MoveNext(cancellationToken).ConfigureAwait(false))
+                IAsyncStreamReader<GenerateResponse> stream = call.ResponseStream;
+                while (true)
                 {
-                    yield break;
+                    GenerationEvent? next = null;
+                    bool ended = false;
+                    try
+                    {
+                        if (await stream.MoveNext(cancellationToken).ConfigureAwait(false))
+                        {
+                            next = Convert(stream.Current);
+                        }
+                        else
+                        {
+                            ended = true;
+                        }
+                    }
+                    catch (RpcException ex)
+                    {
+                        failure = ex;
+                    }
+
+                    if (failure is not null)
+                    {
+                        break;
+                    }
+
+                    if (ended)
+                    {
+                        yield break;
+                    }
+
+                    receivedEvents = true;
+                    if (next is GenerationEvent.Started started)
+                    {
+                        startedSeed = started.Seed;
+                    }
+
+                    if (next is not null)
+                    {
+                        yield return next;
+                    }
                 }
-
-                next = Convert(stream.Current);
-            }
-            catch (RpcException ex)
-            {
-                throw Translate(ex, cancellationToken);
             }
 
-            if (next is not null)
+            await DelayOrThrowAsync("Generate", attempt, failure, receivedEvents, deadline, cancellationToken).ConfigureAwait(false);
+            if (receivedEvents && !request.HasSeed && startedSeed is ulong seed)
             {
-                yield return next;
+                // The run is repeated from the start with the seed it reported, so it makes the same images.
+                attemptRequest = request.Clone();
+                attemptRequest.Seed = seed;
             }
         }
     }
@@ -114,7 +222,10 @@ public sealed class VqDiffusionClient : IDisposable
                     progress?.Report(new GenerationProgress(GenerationStage.Queued, 0, 0, -1, q.Position, TimeSpan.Zero));
                     break;
                 case GenerationEvent.Started s:
+                    // A Generate stream retried after its events (RetryGenerateAfterEvents) starts again here.
                     started = s;
+                    completed = null;
+                    images.Clear();
                     progress?.Report(new GenerationProgress(GenerationStage.Started, 0, s.ExpectedSteps, -1, 0, TimeSpan.Zero));
                     break;
                 case GenerationEvent.Progress p:
@@ -146,7 +257,43 @@ public sealed class VqDiffusionClient : IDisposable
         if (_ownsChannel)
         {
             _channel.Dispose();
+            _services?.Dispose();
         }
+    }
+
+    private static ServiceConfig RoundRobin() => new() { LoadBalancingConfigs = { new RoundRobinConfig() } };
+
+    private static GrpcChannel CreateChannel(string address, VqDiffusionClientOptions options, out ServiceProvider? services)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        services = null;
+        var channelOptions = new GrpcChannelOptions { MaxReceiveMessageSize = DefaultMaxReceiveMessageSize };
+        if (address.StartsWith("dns:", StringComparison.OrdinalIgnoreCase))
+        {
+            var collection = new ServiceCollection();
+            collection.AddSingleton<ResolverFactory>(new DnsResolverFactory(options.DnsRefreshInterval));
+            services = collection.BuildServiceProvider();
+            channelOptions.Credentials = ChannelCredentials.Insecure;
+            channelOptions.ServiceConfig = RoundRobin();
+            channelOptions.ServiceProvider = services;
+        }
+
+        options.ConfigureChannel?.Invoke(channelOptions);
+        return GrpcChannel.ForAddress(address, channelOptions);
+    }
+
+    /// <summary>Waits before the next attempt, or throws <paramref name="failure"/> when it is not retried.</summary>
+    private async Task DelayOrThrowAsync(string method, int attempt, RpcException? failure, bool afterEvents, DateTime? deadline, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(failure);
+        TimeSpan? delay = cancellationToken.IsCancellationRequested ? null : _retry.DelayAfter(attempt, failure, afterEvents, deadline);
+        if (delay is not TimeSpan wait)
+        {
+            throw Translate(failure, cancellationToken);
+        }
+
+        _retry.OnRetry?.Invoke(new RetryAttempt(method, attempt, failure.StatusCode, failure.Status.Detail, wait, afterEvents));
+        await Task.Delay(wait, cancellationToken).ConfigureAwait(false);
     }
 
     private static Exception Translate(RpcException ex, CancellationToken cancellationToken) =>

@@ -1,0 +1,60 @@
+using VqDiffusion.Client;
+using VqDiffusion.Deploy.Tests.TestSupport;
+using VqDiffusion.Grpc.V1;
+
+namespace VqDiffusion.Deploy.Tests;
+
+/// <summary>
+/// A replica that is told to stop (SIGTERM, what Kubernetes sends after preStop) behind nginx: it finishes the
+/// streams it has started (Generation:DrainTimeout) while new calls go to the other replicas, then exits cleanly.
+/// </summary>
+[Collection(ReplicaProcessesCollection.Name)]
+public sealed class DrainingReplicaTests
+{
+    [Fact]
+    public async Task ItFinishesItsStreamsWhileNewCallsGoToTheOthers()
+    {
+        await using Cluster c = await Cluster.StartAsync(3, "--Generation:DrainTimeout=00:02:00");
+        var streams = Enumerable.Range(0, 3).Select(i => ObservedStream.Start(c.ThroughNginx, Requests.Long($"drain-{i}", (ulong)i))).ToArray();
+        string?[] servedBy = await Task.WhenAll(streams.Select(s => s.Stream.Headers)).WaitAsync(TimeSpan.FromMinutes(2));
+        // SIGTERM to the replica of the first stream, right after its first step.
+        ReplicaProcess victim = c.Replica(await streams[0].Stream.FirstProgress.WaitAsync(TimeSpan.FromMinutes(2)) ?? throw new InvalidOperationException("no vqd-instance-id header"));
+        int onVictim = servedBy.Count(s => s == victim.InstanceId);
+
+        victim.Terminate();
+
+        // New calls while it drains: all succeed, on the other replicas (nginx finds the listener closed, or the
+        // replica answers UNAVAILABLE "shutting down" and the client's default retry sends the call again).
+        using var client = new VqDiffusionClient(c.Nginx.Address);
+        var during = new List<string>();
+        for (int i = 0; i < 4 && !victim.HasExited; i++)
+        {
+            string id = $"during-drain-{i}";
+            await client.GenerateImagesAsync(Requests.Short(id, (ulong)i));
+            during.Add(id);
+        }
+
+        await c.Within(Task.WhenAll(streams.Select(s => s.Done)), TimeSpan.FromMinutes(10), "the streams");
+        string diagnostics = c.Describe();
+        Assert.True(during.Count > 0, "the replica exited before any call was sent during its drain\n" + diagnostics);
+        foreach (string id in during)
+        {
+            string[] by = await c.WaitCompletedByAsync(id);
+            Assert.NotEmpty(by);
+            Assert.DoesNotContain(victim.InstanceId, by);
+        }
+
+        // Its streams, started before SIGTERM, all completed with their images.
+        Assert.True(onVictim >= 1);
+        for (int i = 0; i < streams.Length; i++)
+        {
+            ObservedStream s = streams[i].Stream;
+            Assert.True(s.Completed, $"drain-{i} on {servedBy[i]}: {s.Error}\n{diagnostics}");
+            Assert.Single(s.Events, e => e.EventCase == GenerateResponse.EventOneofCase.Image);
+        }
+
+        // Then it exits by itself, cleanly.
+        Assert.True(await victim.WaitForExitAsync(TimeSpan.FromSeconds(60)), "the draining replica did not exit\n" + victim.Tail());
+        Assert.Equal(0, victim.ExitCode);
+    }
+}
