@@ -3,6 +3,7 @@ using VqDiffusion.Model.Runtime;
 using VqDiffusion.Server.Options;
 using VqDiffusion.Server.Queue;
 using VqDiffusion.Server.Services;
+using VqDiffusion.Server.Telemetry;
 
 namespace VqDiffusion.Server;
 
@@ -40,6 +41,7 @@ public static class ServerApp
             o.MaxReceiveMessageSize = MaxReceiveMessageBytes;
             o.MaxSendMessageSize = MaxSendMessageBytes;
         });
+        builder.AddServerTelemetry();
         builder.Services.AddGrpcReflection();
         builder.Services.AddGrpcHealthChecks(o =>
         {

@@ -51,6 +51,9 @@ public sealed class ModelHost : IHostedService, IDisposable
 
     public string? FailureReason { get; private set; }
 
+    /// <summary>Load plus warm-up time of the model, once it is ready (metric <c>vqd_model_load_seconds</c>).</summary>
+    public TimeSpan? LoadTime { get; private set; }
+
     /// <summary>The pipeline, or null while loading / after a failure.</summary>
     public VQDiffusionPipeline? Pipeline => State == ModelState.Ready ? _pipeline : null;
 
@@ -109,6 +112,7 @@ public sealed class ModelHost : IHostedService, IDisposable
                     throw;
                 }
             }).ConfigureAwait(false);
+            LoadTime = clock.Elapsed;
             State = ModelState.Ready;
             _logger.LogInformation(
                 "Model ready {ReadySeconds:F1} s after process start (load {LoadSeconds:F1} s, warm-up generation {WarmUpSeconds:F1} s; peak RSS {LoadedPeakRssMiB:F0} MiB after the load, {PeakRssMiB:F0} MiB after the warm-up; model thread: {ModelThread}): latent grid {LatentHeight}x{LatentWidth}, {NumCodes} codes, images {ImageWidth}x{ImageHeight}",

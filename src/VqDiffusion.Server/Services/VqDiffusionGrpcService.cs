@@ -6,6 +6,7 @@ using VqDiffusion.Grpc.V1;
 using VqDiffusion.Model.Pipelines;
 using VqDiffusion.Server.Options;
 using VqDiffusion.Server.Queue;
+using VqDiffusion.Server.Telemetry;
 
 namespace VqDiffusion.Server.Services;
 
@@ -22,9 +23,11 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
     private readonly GenerationQueue _queue;
     private readonly GenerationOptions _options;
     private readonly ILogger<VqDiffusionGrpcService> _logger;
+    private readonly GenerationTelemetry _telemetry;
 
-    public VqDiffusionGrpcService(ModelHost model, GenerationQueue queue, IOptions<GenerationOptions> options, ILogger<VqDiffusionGrpcService> logger)
+    public VqDiffusionGrpcService(ModelHost model, GenerationQueue queue, IOptions<GenerationOptions> options, ILogger<VqDiffusionGrpcService> logger, GenerationTelemetry telemetry)
     {
+        _telemetry = telemetry;
         _model = model;
         _queue = queue;
         _options = options.Value;
@@ -36,6 +39,7 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
         VQDiffusionPipeline pipeline = RequireModel();
         GenerationJob job = RequestMapper.CreateJob(request, pipeline, _options, context.CancellationToken);
         using var scope = _logger.BeginScope("RequestId:{RequestId}", job.RequestId);
+        _telemetry.Accepted(job);
         try
         {
             _queue.Enqueue(job);
