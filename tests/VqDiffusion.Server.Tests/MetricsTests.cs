@@ -112,6 +112,20 @@ public sealed class MetricsTests
         PrometheusText scrape = await ScrapeAsync(http, url);
         Assert.Contains("vqd_queue_length", scrape.Names);
 
+        // What a Prometheus server asks for: OpenMetrics, with the same sample names.
+        using (var request = new HttpRequestMessage(HttpMethod.Get, url))
+        {
+            request.Headers.TryAddWithoutValidation("Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5");
+            using HttpResponseMessage response = await http.SendAsync(request);
+            Assert.Equal("application/openmetrics-text", response.Content.Headers.ContentType?.MediaType);
+            string text = await response.Content.ReadAsStringAsync();
+            Assert.EndsWith("# EOF\n", text);
+            PrometheusText openMetrics = PrometheusText.Parse(text);
+            Assert.Equal(0, openMetrics.Value("vqd_queue_length"));
+            Assert.Equal(1, openMetrics.Value("vqd_model_serving"));
+            Assert.Contains("# TYPE vqd_queue_length gauge", text);
+        }
+
         using (HttpResponseMessage other = await http.GetAsync(new Uri(url, "/other")))
         {
             Assert.Equal(HttpStatusCode.NotFound, other.StatusCode);
