@@ -4,6 +4,7 @@ using VqDiffusion.Model.Runtime;
 using VqDiffusion.Server.Options;
 using VqDiffusion.Server.Queue;
 using VqDiffusion.Server.Services;
+using VqDiffusion.Server.Telemetry;
 
 namespace VqDiffusion.Server;
 
@@ -68,6 +69,7 @@ public static class ServerApp
             o.MaxSendMessageSize = MaxSendMessageBytes;
             o.Interceptors.Add<StatusInterceptor>(); // undecodable requests and escaped failures as clear statuses
         });
+        builder.AddServerTelemetry();
         builder.Services.AddGrpcReflection();
         builder.Services.AddGrpcHealthChecks(o =>
         {

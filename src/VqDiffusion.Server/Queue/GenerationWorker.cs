@@ -5,6 +5,7 @@ using VqDiffusion.Model.Pipelines;
 using VqDiffusion.Model.Runtime;
 using VqDiffusion.Server.Options;
 using VqDiffusion.Server.Services;
+using VqDiffusion.Server.Telemetry;
 
 namespace VqDiffusion.Server.Queue;
 
@@ -33,6 +34,7 @@ public sealed class GenerationWorker : BackgroundService
     private readonly int _maxForwardRows;
     private long _sharedForwards;
     private readonly IGenerationStepHook[] _hooks;
+    private readonly GenerationTelemetry _telemetry;
 
     public GenerationWorker(
         GenerationQueue queue,
@@ -41,9 +43,11 @@ public sealed class GenerationWorker : BackgroundService
         IOptions<GenerationOptions> options,
         ILogger<GenerationWorker> logger,
         IEnumerable<IGenerationStepHook> hooks,
-        ServerShutdown shutdown)
+        ServerShutdown shutdown,
+        GenerationTelemetry telemetry)
     {
         _shutdown = shutdown;
+        _telemetry = telemetry;
         _hooks = hooks.ToArray();
         _queue = queue;
         _model = model;
@@ -97,6 +101,7 @@ public sealed class GenerationWorker : BackgroundService
         {
             while (!MustStop(stoppingToken))
             {
+                _telemetry.ActiveRuns(active.Count);
                 if (active.Count == 0)
                 {
                     if (_shutdown.IsStopping)
@@ -160,6 +165,7 @@ public sealed class GenerationWorker : BackgroundService
                     _shutdown.DrainExpired.IsCancellationRequested ? "Generation:DrainTimeout expired" : "the host stopped");
             }
 
+            _telemetry.ActiveRuns(0);
             foreach (ActiveRun run in active)
             {
                 _logger.LogInformation("Request {RequestId} stopped after {CompletedSteps}/{TotalSteps} steps: the server is shutting down", run.Job.RequestId, run.Run.CompletedSteps, run.Run.TotalSteps);
@@ -197,6 +203,7 @@ public sealed class GenerationWorker : BackgroundService
     {
         using var scope = _logger.BeginScope("RequestId:{RequestId}", job.RequestId);
         TimeSpan queueWait = job.SinceAccepted.Elapsed;
+        _telemetry.LeftQueue(job, queueWait);
         if (job.CancellationToken.IsCancellationRequested)
         {
             _logger.LogInformation("Request {RequestId} was cancelled while queued ({QueueWaitMs:F0} ms)", job.RequestId, queueWait.TotalMilliseconds);
@@ -209,6 +216,7 @@ public sealed class GenerationWorker : BackgroundService
         try
         {
             DenoisingRun run = pipeline.Start(request, _limits);
+            _telemetry.RunStarted(job, clock.Elapsed, run.TotalSteps, run.Seed);
             run.TrackPredictedX0 = job.Snapshots.IncludePreview;
             job.Post(new StartedEvent(run.Seed, run.Timesteps, queueWait));
             _logger.LogInformation(
@@ -354,6 +362,7 @@ public sealed class GenerationWorker : BackgroundService
         try
         {
             active.StepsTotal += stepTime;
+            _telemetry.StepCompleted(job, step.CompletedSteps, step.TotalSteps, step.Timestep, stepTime);
             _logger.LogDebug("Request {RequestId} step {CompletedSteps}/{TotalSteps} t={Timestep} in {StepMs:F1} ms", job.RequestId, step.CompletedSteps, step.TotalSteps, step.Timestep, stepTime.TotalMilliseconds);
             job.Post(new ProgressEvent(step.CompletedSteps, step.TotalSteps, step.Timestep, active.Clock.Elapsed));
             if (job.Snapshots.IsDue(step.CompletedSteps, step.TotalSteps))
@@ -393,6 +402,7 @@ public sealed class GenerationWorker : BackgroundService
         var encoded = images.Select(image => new ImageEvent(
             image.Index, image.PromptIndex, ImageEncoder.Encode(image, job.ImageFormat, job.ImageQuality, GenerationParameters.For(run.Request, run.Seed, image, _model.Provenance)), mime, image.Width, image.Height, run.Seed)).ToList();
         TimeSpan decodeTime = Stopwatch.GetElapsedTime(decodeStart);
+        _telemetry.Decoded(job, decodeTime, encoded.Count);
         foreach (ImageEvent image in encoded)
         {
             job.Post(image);

@@ -78,6 +78,9 @@ public sealed class ModelHost : IHostedService, IDisposable
         _ => ModelState.Loading,
     };
 
+    /// <summary>Load plus warm-up time of the model, once it is ready (metric <c>vqd_model_load_seconds</c>).</summary>
+    public TimeSpan? LoadTime { get; private set; }
+
     /// <summary>The pipeline, or null while loading / after a failure.</summary>
     public VQDiffusionPipeline? Pipeline => _loaded.Task.IsCompletedSuccessfully ? _loaded.Task.Result : null;
 
@@ -177,6 +180,7 @@ public sealed class ModelHost : IHostedService, IDisposable
                 }
             }).ConfigureAwait(false);
 
+            LoadTime = clock.Elapsed;
             PipelineInfo info = pipeline.Info;
             if (!_loaded.TrySetResult(pipeline))
             {

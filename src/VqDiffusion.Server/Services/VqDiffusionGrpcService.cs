@@ -7,6 +7,7 @@ using VqDiffusion.Grpc.V1;
 using VqDiffusion.Model.Pipelines;
 using VqDiffusion.Server.Options;
 using VqDiffusion.Server.Queue;
+using VqDiffusion.Server.Telemetry;
 
 namespace VqDiffusion.Server.Services;
 
@@ -28,6 +29,7 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
     private readonly ILogger<VqDiffusionGrpcService> _logger;
     private readonly ServerShutdown _shutdown;
     private readonly ICallerIdentity _callers;
+    private readonly GenerationTelemetry _telemetry;
 
     public VqDiffusionGrpcService(
         ModelHost model,
@@ -35,8 +37,10 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
         IOptions<GenerationOptions> options,
         ILogger<VqDiffusionGrpcService> logger,
         ServerShutdown shutdown,
-        ICallerIdentity callers)
+        ICallerIdentity callers,
+        GenerationTelemetry telemetry)
     {
+        _telemetry = telemetry;
         _model = model;
         _queue = queue;
         _options = options.Value;
@@ -57,6 +61,7 @@ internal sealed class VqDiffusionGrpcService : VqDiffusionService.VqDiffusionSer
         job.Caller = _callers.CallerOf(context);
         StatusInterceptor.SetRequestId(context, job.RequestId);
         using var scope = _logger.BeginScope("RequestId:{RequestId}", job.RequestId);
+        _telemetry.Accepted(job);
         try
         {
             _queue.Enqueue(job);
