@@ -286,12 +286,17 @@ public sealed class VQDiffusionScheduler : IDisposable
         Tensor known = tensor(new[] { 0f, logTiny }, float32, a.device).repeat(32);
         Tensor scalarHit = zeros(1, float32, a.device);
         Tensor scalarMiss = full(1, logTiny, float32, a.device);
+        // An explicit alpha, kept alive across the calls: `x + y` passes a temporary Scalar, and these calls failed
+        // now and then on a heavily loaded machine with libtorch's "c10 toFloat: Expected false to be true" (our
+        // reading: the temporary was finalized while libtorch read it). Same operation, same bits.
+        using Scalar one = 1f;
         for (int t = 0; t < values.Length; t++)
         {
             using var inner = NewDisposeScope();
-            float[] v = (known + a[t]).logaddexp(b[t]).cpu().data<float>().ToArray();
-            float hit = (scalarHit + a[t]).logaddexp(b[t]).item<float>();
-            float miss = (scalarMiss + a[t]).logaddexp(b[t]).item<float>();
+            float[] v = known.add(a[t], one).logaddexp(b[t]).cpu().data<float>().ToArray();
+            float hit = scalarHit.add(a[t], one).logaddexp(b[t]).item<float>();
+            float miss = scalarMiss.add(a[t], one).logaddexp(b[t]).item<float>();
+            GC.KeepAlive(one);
             bool agree = true;
             for (int i = 0; i < v.Length; i += 2)
             {
