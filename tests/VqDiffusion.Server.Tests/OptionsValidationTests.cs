@@ -33,6 +33,7 @@ public sealed class OptionsValidationTests
             ShutdownMargin = TimeSpan.FromDays(30),
             MaxQueuedPerCaller = -1,
             MaxActivePerCaller = -1,
+            EventBufferBytes = -1,
         };
         var result = new GenerationOptionsValidator().Validate(null, options);
         Assert.True(result.Failed);
@@ -40,6 +41,7 @@ public sealed class OptionsValidationTests
         [
             "MaxQueueLength", "MaxActiveRuns", "MaxPrompts", "MaxImagesPerPrompt", "MaxBatchSize", "MaxGuidanceScale",
             "DefaultImageQuality", "DrainTimeout", "ShutdownMargin", "MaxQueuedPerCaller", "MaxActivePerCaller",
+            "EventBufferBytes",
         ];
         Assert.Equal(keys.Length, result.Failures!.Count());
         foreach (string key in keys)
