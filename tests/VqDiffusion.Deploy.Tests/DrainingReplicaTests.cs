@@ -23,19 +23,42 @@ public sealed class DrainingReplicaTests
 
         victim.Terminate();
 
-        // New calls while it drains: all succeed, on the other replicas (nginx finds the listener closed, or the
-        // replica answers UNAVAILABLE "shutting down" and the client's default retry sends the call again).
-        using var client = new VqDiffusionClient(c.Nginx.Address);
+        // New calls while it drains: all succeed, on the other replicas. Once its listener is closed nginx finds the
+        // connection refused and sends the call to the next replica; in the moment between SIGTERM and the listener's
+        // close the replica answers UNAVAILABLE "shutting down" (HTTP 200 with grpc-status 14, which nginx passes on)
+        // and the client retries. least_conn tends to pick that replica again (it ends such calls at once, so it has the
+        // fewest in progress), and on two loaded cores that moment outlasted the default budget (3 attempts within
+        // 0.75 s) once in CI, so the calls here use the retry budget the README recommends behind a proxy: 6 attempts
+        // over about 15 s.
+        var retries = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var client = new VqDiffusionClient(c.Nginx.Address, new VqDiffusionClientOptions
+        {
+            Retry =
+            {
+                MaxAttempts = 6,
+                InitialBackoff = TimeSpan.FromMilliseconds(500),
+                MaxBackoff = TimeSpan.FromSeconds(5),
+                OnRetry = r => retries.Enqueue($"{r.Method} attempt {r.Attempt}: {r.StatusCode} {r.Detail} (retry in {r.Delay.TotalMilliseconds:F0} ms)"),
+            },
+        });
         var during = new List<string>();
         for (int i = 0; i < 4 && !victim.HasExited; i++)
         {
             string id = $"during-drain-{i}";
-            await client.GenerateImagesAsync(Requests.Short(id, (ulong)i));
+            try
+            {
+                await client.GenerateImagesAsync(Requests.Short(id, (ulong)i));
+            }
+            catch (VqDiffusionException ex)
+            {
+                throw new InvalidOperationException($"{id} failed after its retries:\n{string.Join("\n", retries)}\n{c.Describe()}", ex);
+            }
+
             during.Add(id);
         }
 
         await c.Within(Task.WhenAll(streams.Select(s => s.Done)), TimeSpan.FromMinutes(10), "the streams");
-        string diagnostics = c.Describe();
+        string diagnostics = "client retries:\n" + string.Join("\n", retries) + "\n" + c.Describe();
         Assert.True(during.Count > 0, "the replica exited before any call was sent during its drain\n" + diagnostics);
         foreach (string id in during)
         {
