@@ -1,6 +1,7 @@
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using VqDiffusion.Model.Runtime;
+using VqDiffusion.Server.Auth;
 using VqDiffusion.Server.Options;
 using VqDiffusion.Server.Queue;
 using VqDiffusion.Server.Services;
@@ -67,9 +68,11 @@ public static class ServerApp
         {
             o.MaxReceiveMessageSize = MaxReceiveMessageBytes;
             o.MaxSendMessageSize = MaxSendMessageBytes;
+            o.Interceptors.Add<AuthInterceptor>(); // UNAUTHENTICATED before anything else looks at the call (Auth)
             o.Interceptors.Add<StatusInterceptor>(); // undecodable requests and escaped failures as clear statuses
         });
         builder.AddServerTelemetry();
+        builder.AddServerAuth();
         builder.Services.AddGrpcReflection();
         builder.Services.AddGrpcHealthChecks(o =>
         {
@@ -78,7 +81,6 @@ public static class ServerApp
         }).AddCheck<ModelHealthCheck>("model");
 
         builder.Services.TryAddSingleton<IModelLoadGate, OpenModelLoadGate>();
-        builder.Services.TryAddSingleton<ICallerIdentity, PeerCallerIdentity>();
         builder.Services.TryAddSingleton(_ => new ModelThread());
         builder.Services.AddSingleton<GenerationQueue>();
         builder.Services.AddSingleton<ServerShutdown>();
@@ -105,10 +107,42 @@ public static class ServerApp
             });
         }
 
+        LogAuth(app);
         app.MapGrpcService<VqDiffusionGrpcService>();
         app.MapGrpcHealthChecksService();
         app.MapGrpcReflectionService();
         app.MapGet("/", () => "VqDiffusion.Grpc: a gRPC service (HTTP/2). Use a gRPC client, grpcurl or buf curl; see README.md.");
         return app;
+    }
+
+    /// <summary>Says at start whether calls need credentials, and which (names only, never keys).</summary>
+    private static void LogAuth(WebApplication app)
+    {
+        AuthOptions auth;
+        try
+        {
+            auth = app.Services.GetRequiredService<IOptions<AuthOptions>>().Value;
+        }
+        catch (OptionsValidationException)
+        {
+            return; // reported when the host starts
+        }
+
+        ILogger logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("VqDiffusion.Server.Auth");
+        if (!auth.Enabled)
+        {
+            logger.LogInformation("Authentication off: any caller may call Generate and GetModelInfo (set Auth:ApiKeys, Auth:ApiKeysFile or Auth:Jwt)");
+            return;
+        }
+
+        string keys = auth.ApiKeysEnabled
+            ? $"API keys ({string.Join(", ", auth.ApiKeys.Keys.Order(StringComparer.Ordinal))}{(auth.ApiKeysFile is { Length: > 0 } file ? $"{(auth.ApiKeys.Count > 0 ? ", " : string.Empty)}file {file}" : string.Empty)})"
+            : "no API keys";
+        string jwt = auth.Jwt.Enabled
+            ? $"JWT for audience '{auth.Jwt.Audience}' from {(string.IsNullOrWhiteSpace(auth.Jwt.Authority) ? $"issuer '{auth.Jwt.Issuer}'" : $"authority {auth.Jwt.Authority}")}"
+            : "no JWT";
+        logger.LogInformation(
+            "Authentication on: Generate and GetModelInfo need 'authorization: Bearer ...': {Keys}; {Jwt}; health open, reflection {Reflection}",
+            keys, jwt, auth.RequireForReflection ? "needs credentials" : "open");
     }
 }
