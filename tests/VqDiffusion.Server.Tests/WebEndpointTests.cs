@@ -231,6 +231,17 @@ public sealed class WebEndpointTests
     }
 
     [Theory]
+    [InlineData("http://127.0.0.1:50051", null, "http://127.0.0.1:50051")]
+    [InlineData(null, "8080", "http://*:8080")]
+    [InlineData(null, "8080;8081", "http://*:8080;http://*:8081")]
+    [InlineData(null, null, WebEndpoint.DefaultUrls)]
+    public void TheGrpcAddressesAreWhatKestrelWouldBindWithoutTheBrowserEndpoint(string? urls, string? httpPorts, string expected)
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { ["http_ports"] = httpPorts }).Build();
+        Assert.Equal(expected, WebEndpoint.HostingUrls(configuration, urls));
+    }
+
+    [Theory]
     [InlineData("http://127.0.0.1:8080", true)]
     [InlineData("http://localhost:0", true)]
     [InlineData("http://*:8080", true)]

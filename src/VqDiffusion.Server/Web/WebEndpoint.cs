@@ -143,7 +143,7 @@ public sealed class WebEndpoint
         if (!configuration.GetSection("Kestrel:Endpoints").GetChildren().Any())
         {
             HttpProtocols? protocols = Enum.TryParse(configuration["Kestrel:EndpointDefaults:Protocols"], ignoreCase: true, out HttpProtocols p) ? p : null;
-            foreach (string url in (string.IsNullOrWhiteSpace(urls) ? DefaultUrls : urls).Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            foreach (string url in HostingUrls(configuration, urls).Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
             {
                 BindingAddress address = BindingAddress.Parse(url);
                 bool https = string.Equals(address.Scheme, "https", StringComparison.OrdinalIgnoreCase);
@@ -172,6 +172,23 @@ public sealed class WebEndpoint
             });
             _listen = listen;
         });
+    }
+
+    /// <summary>
+    /// What Kestrel would bind without code-configured listeners: <c>urls</c>, else <c>http_ports</c>/<c>https_ports</c>
+    /// (<c>ASPNETCORE_HTTP_PORTS</c>, every interface), else <see cref="DefaultUrls"/>.
+    /// </summary>
+    public static string HostingUrls(IConfiguration configuration, string? urls)
+    {
+        if (!string.IsNullOrWhiteSpace(urls))
+        {
+            return urls;
+        }
+
+        IEnumerable<string> Ports(string key, string scheme) =>
+            (configuration[key] ?? string.Empty).Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(p => $"{scheme}://*:{p}");
+        string ports = string.Join(';', Ports("http_ports", "http").Concat(Ports("https_ports", "https")));
+        return ports.Length > 0 ? ports : DefaultUrls;
     }
 
     /// <summary>The addresses the server listens on, the browser endpoint's excepted.</summary>

@@ -150,14 +150,18 @@ async function canvasPng(canvas: HTMLCanvasElement): Promise<Uint8Array> {
 }
 
 async function maskPng(): Promise<Uint8Array> {
-  // White = regenerate, black = keep: the painted strokes on black.
+  // White = regenerate, black = keep: every pixel the strokes cover (at least half) is white.
   const out = document.createElement("canvas");
   out.width = maskCanvas.width;
   out.height = maskCanvas.height;
-  const ctx = out.getContext("2d")!;
-  ctx.fillStyle = "#000";
-  ctx.fillRect(0, 0, out.width, out.height);
-  ctx.drawImage(maskCanvas, 0, 0);
+  const painted = maskCanvas.getContext("2d")!.getImageData(0, 0, maskCanvas.width, maskCanvas.height);
+  const mask = new ImageData(out.width, out.height);
+  for (let i = 0; i < painted.data.length; i += 4) {
+    const v = painted.data[i + 3] >= 128 ? 255 : 0;
+    mask.data[i] = mask.data[i + 1] = mask.data[i + 2] = v;
+    mask.data[i + 3] = 255;
+  }
+  out.getContext("2d")!.putImageData(mask, 0, 0);
   return canvasPng(out);
 }
 
@@ -477,7 +481,7 @@ function paint(ev: PointerEvent): void {
   const y = ((ev.clientY - rect.top) / rect.height) * maskCanvas.height;
   const radius = (Number(el<HTMLInputElement>("brush").value) * maskCanvas.width) / 64;
   const ctx = maskCanvas.getContext("2d")!;
-  ctx.fillStyle = "#fff";
+  ctx.fillStyle = "#ff2e88";
   ctx.beginPath();
   ctx.arc(x, y, Math.max(0.5, radius), 0, Math.PI * 2);
   ctx.fill();

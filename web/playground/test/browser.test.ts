@@ -148,7 +148,8 @@ test("Escape cancels a long run and the server stops it", async () => {
   await setForm(page, { prompts: "teddy bear playing in the pool\na red car", steps: "100", images: "2", truncation: "0.86", seed: "7", "snapshot-every": "1", "request-id": "browser-cancel" });
   await page.click("#generate-button");
   await page.waitForFunction(() => (document.getElementById("progress") as HTMLProgressElement).value >= 12, null, { timeout: 60_000 });
-  await page.screenshot({ path: join(artifacts, "generating.png") });
+  // The README's picture of the page mid-run (docs/playground.png is a copy of this one).
+  await page.screenshot({ path: join(artifacts, "generating.png"), clip: { x: 0, y: 0, width: 1280, height: 720 } });
   await page.keyboard.press("Escape");
   await page.waitForSelector("body[data-state=cancelled]", { timeout: 30_000 });
   assert.equal(await page.textContent("#status"), "Cancelled.");
@@ -219,6 +220,42 @@ test("inpainting: a painted mask on an uploaded source regenerates part of it", 
   assert.equal(await page.textContent("#error"), "");
   assert.equal(await page.locator(".image-card.final").count(), 1);
   await page.screenshot({ path: join(artifacts, "inpaint.png"), fullPage: true });
+
+  // The same inpainting through the gRPC client (the source file, the painted strokes as a white-on-black PNG) gives
+  // the same bytes: the page sent the source's pixels and the mask it shows.
+  const { finalBytes, maskBytes, paintedPixels } = await page.evaluate(async () => {
+    const a = document.querySelector<HTMLAnchorElement>(".image-card.final a.download")!;
+    const finalBytes = Array.from(new Uint8Array(await (await fetch(a.href)).arrayBuffer()));
+    const canvas = document.getElementById("mask-canvas") as HTMLCanvasElement;
+    const painted = canvas.getContext("2d")!.getImageData(0, 0, canvas.width, canvas.height);
+    const mask = new ImageData(canvas.width, canvas.height);
+    let paintedPixels = 0;
+    for (let i = 0; i < painted.data.length; i += 4) {
+      const v = painted.data[i + 3] >= 128 ? 255 : 0;
+      if (v) paintedPixels++;
+      mask.data[i] = mask.data[i + 1] = mask.data[i + 2] = v;
+      mask.data[i + 3] = 255;
+    }
+    const out = document.createElement("canvas");
+    out.width = canvas.width;
+    out.height = canvas.height;
+    out.getContext("2d")!.putImageData(mask, 0, 0);
+    const blob = await new Promise<Blob | null>((resolve) => out.toBlob(resolve, "image/png"));
+    return { finalBytes, maskBytes: Array.from(new Uint8Array(await blob!.arrayBuffer())), paintedPixels };
+  });
+  assert.ok(paintedPixels > 20 && paintedPixels < 32 * 32 / 2, `painted pixels: ${paintedPixels}`);
+  const viaGrpc = new VqDiffusionClient(server.grpcAddress);
+  try {
+    const [image] = await viaGrpc.generateImages({
+      prompts: ["a cute puppy"], numInferenceSteps: 10, seed: 1n, numImagesPerPrompt: 1, imageFormat: 1,
+      edit: { sourceImage: source, maskImage: Uint8Array.from(maskBytes) },
+    });
+    assert.deepEqual(Buffer.from(finalBytes), Buffer.from(image.data));
+    const [unmasked] = await viaGrpc.generateImages({ prompts: ["a cute puppy"], numInferenceSteps: 10, seed: 1n });
+    assert.notDeepEqual(Buffer.from(finalBytes), Buffer.from(unmasked.data));
+  } finally {
+    viaGrpc.close();
+  }
   await page.close();
 });
 
