@@ -82,6 +82,13 @@ public static class WebEndpointExtensions
         }
 
         app.UseGrpcWeb(new GrpcWebOptions { DefaultEnabled = true });
+
+        // One line that says which address is which (Kestrel lists both, after its warning about overriding urls).
+        WebEndpoint endpoint = app.Services.GetRequiredService<WebEndpoint>();
+        ILogger logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(WebEndpoint));
+        app.Lifetime.ApplicationStarted.Register(() => logger.LogInformation(
+            "Browser endpoint (gRPC-Web over HTTP/1.1, the playground page at /) at {WebUrl}; gRPC endpoints: {GrpcUrls}",
+            endpoint.Address, string.Join(", ", endpoint.GrpcAddresses(app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()))));
         return app;
     }
 }
