@@ -243,7 +243,8 @@ public sealed class WebEndpointTests
 
     [Theory]
     [InlineData("http://127.0.0.1:8080", true)]
-    [InlineData("http://localhost:0", true)]
+    [InlineData("http://localhost:8080", true)]
+    [InlineData("http://localhost:0", false)]
     [InlineData("http://*:8080", true)]
     [InlineData("http://[::1]:8080", true)]
     [InlineData("http://0.0.0.0:8080", true)]

@@ -98,6 +98,12 @@ public sealed class WebEndpoint
             return false;
         }
 
+        if (IsLocalhost(address.Host) && address.Port == 0)
+        {
+            problem = "port 0 (any free port) needs an IP address, e.g. http://127.0.0.1:0, not localhost.";
+            return false;
+        }
+
         if (!IsAnyHost(address.Host) && !IsLocalhost(address.Host) && !IPAddress.TryParse(address.Host, out _))
         {
             problem = $"the host must be an IP address, localhost or *, not '{address.Host}'.";

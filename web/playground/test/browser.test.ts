@@ -15,7 +15,8 @@ const artifacts = artifactsDir();
 
 before(async () => {
   [server, browser] = await Promise.all([
-    startWebServer(),
+    // One run at a time, so that a second request waits in the queue (the queue test).
+    startWebServer(["--Generation:MaxActiveRuns=1"]),
     chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox", "--disable-dev-shm-usage"] }),
   ]);
 });
@@ -161,6 +162,24 @@ test("Escape cancels a long run and the server stops it", async () => {
   while (!/Request browser-cancel ended by the client/.test(server.log()) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
   assert.match(server.log(), /Request browser-cancel ended by the client/);
   await page.close();
+});
+
+test("a request behind another one shows its queue position, then runs", async () => {
+  const first = await openPage();
+  const second = await openPage();
+  await Promise.all([waitForModelInfo(first), waitForModelInfo(second)]);
+  await setForm(first, { steps: "100", images: "4", "snapshot-every": "1" });
+  await first.click("#generate-button");
+  await first.waitForFunction(() => (document.getElementById("progress") as HTMLProgressElement).value >= 1, null, { timeout: 60_000 });
+  await setForm(second, { steps: "3", seed: "9" });
+  await second.click("#generate-button");
+  await second.waitForFunction(() => /^Queued: position 1 of 1\.$/.test(document.getElementById("status")!.textContent ?? ""), null, { timeout: 30_000 });
+  await second.screenshot({ path: join(artifacts, "queued.png") });
+  await first.click("#cancel-button");
+  await first.waitForSelector("body[data-state=cancelled]", { timeout: 30_000 });
+  await second.waitForSelector("body[data-state=done]", { timeout: 60_000 });
+  assert.match((await second.textContent("#parameters"))!, /queue wait/);
+  await Promise.all([first.close(), second.close()]);
 });
 
 test("a bad value is shown next to the field the BadRequest violation names", async () => {
