@@ -33,10 +33,9 @@ public static class WebEndpointExtensions
         var endpoint = new WebEndpoint();
         builder.Services.AddSingleton(endpoint);
 
-        // Kestrel ignores urls once listeners are configured in code: bind them here (WebEndpoint.Configure) and clear
-        // the setting, so that Kestrel neither binds them twice nor warns that it overrides them.
+        // Kestrel ignores urls once listeners are configured in code (and says so in a warning at start): bind them
+        // here too (WebEndpoint.Configure).
         string? urls = configuration[WebHostDefaults.ServerUrlsKey];
-        builder.WebHost.UseSetting(WebHostDefaults.ServerUrlsKey, string.Empty);
         builder.WebHost.ConfigureKestrel((context, kestrel) => endpoint.Configure(kestrel, context.Configuration, web, urls));
 
         var origins = web.AllowedOrigins.Select(o => WebEndpoint.TryNormalizeOrigin(o, out string n) ? n : null).OfType<string>().ToArray();
