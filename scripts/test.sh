@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test suite of the repository and prints one closing line: "N passed, N failed".
 #   .NET (xunit on VSTest), the Python client (pytest), the TypeScript client (node --test),
-#   the generated-code staleness checks and the cross-client byte-identity check.
+#   the browser playground (chromium + playwright-core, gRPC-Web), the generated-code and bundle staleness checks
+#   and the cross-client byte-identity check.
 # Usage: bash scripts/test.sh            (after `bash .ci/run` or the same installs by hand)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +52,20 @@ if [ -f clients/typescript/package.json ]; then
   [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ] && f=1
   count "TypeScript client" "${p:-0}" "${f:-0}"
   if npm --prefix clients/typescript run --silent check-generated; then count "TypeScript generated code is current" 1 0; else count "TypeScript generated code is current" 0 1; fi
+fi
+
+# The browser playground (web/playground): chromium driven by playwright-core against a real server's gRPC-Web
+# endpoint, raw gRPC-Web calls from node, and the committed bundle (src/VqDiffusion.Server/wwwroot) rebuilt byte for byte.
+if [ -f web/playground/package.json ]; then
+  export VQD_BROWSER_ARTIFACTS="${VQD_BROWSER_ARTIFACTS:-$PWD/web/playground/test-results}"
+  npm --prefix web/playground test 2>&1 | tee "$work/browser.log"
+  rc=${PIPESTATUS[0]}
+  p=$(grep -E '^# pass [0-9]+' "$work/browser.log" | tail -n 1 | grep -Eo '[0-9]+' || echo 0)
+  f=$(grep -E '^# fail [0-9]+' "$work/browser.log" | tail -n 1 | grep -Eo '[0-9]+' || echo 0)
+  [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ] && f=1
+  count "Browser playground and gRPC-Web (screenshots in $VQD_BROWSER_ARTIFACTS)" "${p:-0}" "${f:-0}"
+  if npm --prefix web/playground run --silent check-bundle; then count "Playground bundle is current" 1 0; else count "Playground bundle is current" 0 1; fi
+  if npm --prefix web/playground run --silent typecheck; then count "Playground type check" 1 0; else count "Playground type check" 0 1; fi
 fi
 
 # The same request through every client gives byte-identical images: the standard request

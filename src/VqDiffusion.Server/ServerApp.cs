@@ -6,6 +6,7 @@ using VqDiffusion.Server.Options;
 using VqDiffusion.Server.Queue;
 using VqDiffusion.Server.Services;
 using VqDiffusion.Server.Telemetry;
+using VqDiffusion.Server.Web;
 
 namespace VqDiffusion.Server;
 
@@ -63,6 +64,7 @@ public static class ServerApp
             }
         });
         builder.Services.Configure<ServerOptions>(builder.Configuration.GetSection(ServerOptions.Section));
+        builder.AddWebEndpoint();
 
         builder.Services.AddGrpc(o =>
         {
@@ -108,6 +110,7 @@ public static class ServerApp
         }
 
         LogAuth(app);
+        app.UseWebEndpoint(); // Web:Url: the playground's files, CORS and gRPC-Web (before the gRPC services)
         app.MapGrpcService<VqDiffusionGrpcService>();
         app.MapGrpcHealthChecksService();
         app.MapGrpcReflectionService();

@@ -1,9 +1,11 @@
 using Grpc.Net.Client;
+using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using VqDiffusion.Grpc.V1;
 using VqDiffusion.Server;
 using VqDiffusion.Server.Services;
+using VqDiffusion.Server.Web;
 
 namespace VqDiffusion.Server.Tests.TestSupport;
 
@@ -62,7 +64,10 @@ public sealed class RunningServer : IAsyncDisposable
         configure?.Invoke(builder.Services);
         WebApplication app = ServerApp.Build(builder);
         await app.StartAsync().ConfigureAwait(false);
-        string address = app.Urls.Single();
+        // With Web:Url the browser endpoint listens too; Address stays the gRPC (h2c) one.
+        string address = app.Services.GetService<WebEndpoint>() is { } web
+            ? web.GrpcAddresses(app.Services.GetRequiredService<IServer>()).Single()
+            : app.Urls.Single();
         var server = new RunningServer(app, address);
         if (waitForModel)
         {
