@@ -1,12 +1,11 @@
 // The playground in a real browser: Debian's chromium (/usr/bin/chromium, or $VQD_CHROMIUM) driven by playwright-core,
 // headless, against the real server on loopback ports. Screenshots go to $VQD_BROWSER_ARTIFACTS (or test-results/).
 import assert from "node:assert/strict";
-import { createServer, request as httpRequest, type Server } from "node:http";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { VqDiffusionClient } from "../../../clients/typescript/src/index.js";
-import { artifactsDir, freePort, startWebServer, type WebTestServer } from "./server.js";
+import { artifactsDir, startWebServer, type WebTestServer } from "./server.js";
 
 const CHROMIUM = process.env.VQD_CHROMIUM || "/usr/bin/chromium";
 let server: WebTestServer;
@@ -279,52 +278,35 @@ test("inpainting: a painted mask on an uploaded source regenerates part of it", 
 });
 
 test("with authentication the page asks for the API key and sends it as a Bearer token", async () => {
-  // A stand-in for the server's authentication: a proxy that answers UNAUTHENTICATED (16) to any gRPC-Web call
-  // without `authorization: Bearer sesame` and forwards everything else to the browser endpoint.
-  const target = new URL(server.webAddress);
-  const seen: string[] = [];
-  const proxy: Server = createServer((req, res) => {
-    const isCall = req.url!.startsWith("/vqdiffusion.v1.");
-    if (isCall) seen.push(req.headers.authorization ?? "");
-    if (isCall && req.headers.authorization !== "Bearer sesame") {
-      res.writeHead(200, { "content-type": "application/grpc-web+proto", "grpc-status": "16", "grpc-message": "missing%20or%20wrong%20API%20key" });
-      res.end();
-      req.resume();
-      return;
-    }
-    const upstream = httpRequest({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: req.headers }, (up) => {
-      res.writeHead(up.statusCode!, up.headers);
-      up.pipe(res);
-    });
-    req.pipe(upstream);
-  });
-  const port = await freePort();
-  await new Promise<void>((r) => proxy.listen(port, "127.0.0.1", r));
+  // A second server with an API key (Auth:ApiKeys): its gRPC-Web calls go through the same authentication as gRPC.
+  const key = "browser-key-0123456789abcdef";
+  const secured = await startWebServer([`--Auth:ApiKeys:browser=${key}`]);
   try {
-    const page = await openPage(`http://127.0.0.1:${port}`);
+    const page = await openPage(secured.webAddress);
     await page.waitForSelector("#auth:not([hidden])", { timeout: 30_000 });
     assert.equal(await page.getAttribute("#api-key", "type"), "password");
     assert.equal(await page.evaluate(() => document.activeElement?.id), "api-key");
-    await page.fill("#api-key", "sesame");
+    await page.fill("#api-key", key);
     await page.keyboard.press("Enter");
     await waitForModelInfo(page);
-    assert.equal(await page.evaluate(() => sessionStorage.getItem("vqd-api-key")), "sesame");
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("vqd-api-key")), key);
     await setForm(page, { steps: "2" });
     await page.click("#generate-button");
     await page.waitForSelector("body[data-state=done]", { timeout: 60_000 });
-    assert.deepEqual(seen, ["", "Bearer sesame", "Bearer sesame"]);
+    // The server refused the first GetModelInfo (no credentials) and served the calls with the key.
+    assert.match(secured.log(), /Rejected \/vqdiffusion\.v1\.VqDiffusionService\/GetModelInfo from .* with UNAUTHENTICATED: no credentials/);
+    assert.doesNotMatch(secured.log(), new RegExp(key));
 
     // A reload keeps the key (same tab), and a key that stops working brings the field back.
     await page.reload();
     await waitForModelInfo(page);
-    await page.evaluate(() => sessionStorage.setItem("vqd-api-key", "wrong"));
+    await page.evaluate(() => sessionStorage.setItem("vqd-api-key", "wrong-key-0123456789abcdef"));
     await page.click("#generate-button");
     await page.waitForSelector("#auth:not([hidden])", { timeout: 30_000 });
     assert.match((await page.textContent("#auth-error"))!, /not accepted/);
-    assert.match((await page.textContent("#error"))!, /^UNAUTHENTICATED: missing or wrong API key/);
+    assert.match((await page.textContent("#error"))!, /^UNAUTHENTICATED: the API key is not valid/);
     await page.close();
   } finally {
-    proxy.closeAllConnections();
-    await new Promise<void>((r) => proxy.close(() => r()));
+    await secured.stop();
   }
 });
