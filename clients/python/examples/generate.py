@@ -6,12 +6,15 @@ usage: generate.py --server URL --prompt TEXT [--prompt TEXT ...] [--steps N] [-
                    [--sampler diffusers|vq-diffusion] [--speed S] [--prior none|high-quality|purity]
                    [--prior-weight W] [--unmask-schedule FILE] [--cf-embeddings learned|empty-prompt]
                    [--edit-tokens FILE | --edit-image FILE] [--strength R] [--mask FILE]
-                   [--format png|jpeg|webp] [--quality Q] [--quiet] --output DIR
+                   [--format png|jpeg|webp] [--quality Q] [--api-key KEY] [--ca-cert FILE]
+                   [--quiet] --output DIR
 
 Writes DIR/000.png, DIR/001.png, ... in the server's image order (prompt 0's images, then
 prompt 1's, ...). It rejects what `vqd generate --server URL` rejects, with vqd's line minus its
 "vqd: " prefix and vqd's exit code: 2 for bad input (here or INVALID_ARGUMENT from the server),
-1 for other errors, 130 when interrupted.
+1 for other errors, 130 when interrupted. --api-key KEY (else $VQD_API_KEY) is sent as
+"authorization: Bearer KEY" on every call; --ca-cert FILE (else $VQD_CA_CERT) holds the PEM root
+certificate(s) to trust for an https:// server (else the system's roots).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from typing import Any, List, Optional
 from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+# gRPC core's own log lines (e.g. "Handshake failed ..." when a TLS certificate is not trusted) would add stderr lines
+# to the one error line; the failure itself is reported by the call's status.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from vqdiffusion_client import (  # noqa: E402
     Client,
@@ -123,6 +129,8 @@ class Options:
         self.edit_image: Optional[str] = None
         self.strength: Optional[float] = None
         self.mask: Optional[str] = None
+        self.api_key: Optional[str] = None
+        self.ca_cert: Optional[str] = None
 
     @property
     def is_edit(self) -> bool:
@@ -169,6 +177,15 @@ def _choice(flag: str, value: str, choices) -> str:
         if key == name.upper():
             return name
     raise UsageError(f"{flag} must be {', '.join(choices[:-1])} or {choices[-1]}, got '{value}'.")
+
+
+def check_api_key(key: str) -> str:
+    """vqd's check of --api-key (and of $VQD_API_KEY): not empty, printable ASCII without spaces; never echoed."""
+    if not key:
+        raise UsageError("--api-key must not be empty.")
+    if any(not "\x21" <= c <= "\x7e" for c in key):
+        raise UsageError("--api-key must be printable ASCII without spaces.")
+    return key
 
 
 def parse_args(args: List[str]) -> Options:
@@ -246,6 +263,10 @@ def parse_args(args: List[str]) -> Options:
                 raise UsageError(f"--quality must be between 1 and 100, got {o.quality}.")
         elif flag == "--output":
             o.output = value()
+        elif flag == "--api-key":
+            o.api_key = check_api_key(value())
+        elif flag == "--ca-cert":
+            o.ca_cert = value()
         elif flag in LOCAL_ONLY:
             value()
             local_only = local_only or flag
@@ -286,6 +307,28 @@ def server_address(url: str) -> str:
     if scheme not in ("http", "https") or not parts.hostname:
         raise bad
     return f"{scheme}://{parts.netloc}"
+
+
+PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+
+
+def connection(o: Options) -> "tuple[str, Optional[str], Optional[bytes]]":
+    """vqd's checks of the connection flags, in its order: the --server URL, then --ca-cert (flag, else $VQD_CA_CERT:
+    https only, a readable file with a PEM certificate), then $VQD_API_KEY when --api-key is absent (empty = unset).
+    Returns the client's address, API key and root certificates."""
+    address = server_address(o.server)
+    ca_cert = o.ca_cert if o.ca_cert is not None else (os.environ.get("VQD_CA_CERT") or None)
+    roots = None
+    if ca_cert is not None:
+        if not address.startswith("https://"):
+            raise UsageError("--ca-cert needs an https:// --server.")
+        roots = read_bytes("--ca-cert", ca_cert)
+        if PEM_CERTIFICATE not in roots:
+            raise UsageError(f"--ca-cert {ca_cert}: no PEM certificate (-----BEGIN CERTIFICATE-----).")
+    api_key = o.api_key if o.api_key is not None else (os.environ.get("VQD_API_KEY") or None)
+    if api_key is not None:
+        check_api_key(api_key)
+    return address, api_key, roots
 
 
 def to_flag(field: str) -> str:
@@ -486,7 +529,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     o: Optional[Options] = None
     try:
         o = parse_args(argv)
-        with Client(server_address(o.server)) as client:
+        address, api_key, roots = connection(o)
+        with Client(address, api_key=api_key, root_certificates=roots) as client:
             generate(o, client)
         return 0
     except UsageError as e:
