@@ -3,7 +3,9 @@
 // Same flags as `vqd generate --server URL` (its local-model flags are rejected as vqd rejects them with
 // --server); writes DIR/000.png, 001.png, ... in the server's batch order, vqd's progress bar on stderr.
 // It rejects what vqd rejects, with vqd's line minus its "vqd: " prefix and vqd's exit code: 2 for bad
-// input (here or INVALID_ARGUMENT from the server), 1 for other errors, 130 when interrupted.
+// input (here or INVALID_ARGUMENT from the server), 1 for other errors, 130 when interrupted. --api-key KEY (else
+// $VQD_API_KEY) is sent as "authorization: Bearer KEY" on every call; --ca-cert FILE (else $VQD_CA_CERT) holds the
+// PEM root certificate(s) to trust for an https:// server (else the system's roots).
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -23,7 +25,8 @@ const USAGE =
   "                [--sampler diffusers|vq-diffusion] [--speed S] [--prior none|high-quality|purity]\n" +
   "                [--prior-weight W] [--unmask-schedule FILE] [--cf-embeddings learned|empty-prompt]\n" +
   "                [--edit-tokens FILE | --edit-image FILE] [--strength R] [--mask FILE]\n" +
-  "                [--format png|jpeg|webp] [--quality Q] [--quiet] --output DIR\n" +
+  "                [--format png|jpeg|webp] [--quality Q] [--api-key KEY] [--ca-cert FILE]\n" +
+  "                [--quiet] --output DIR\n" +
   "defaults (the server's): --steps 100 --guidance-scale 5.0 --truncation-rate 1.0 --images-per-prompt 1;\n" +
   "seed random (printed); format png; quality 90 (jpeg/webp).\n" +
   "Writes DIR/000.png, DIR/001.png, ... in batch order (prompt 0's images, then prompt 1's, ...).";
@@ -67,6 +70,8 @@ interface Options {
   editImage?: string;
   strength?: number;
   mask?: string;
+  apiKey?: string;
+  caCert?: string;
 }
 
 const isEdit = (o: Options) => o.editTokens !== undefined || o.editImage !== undefined || o.strength !== undefined || o.mask !== undefined;
@@ -122,6 +127,13 @@ function parseDouble(flag: string, v: string): number {
 /** float.TryParse: the same syntax, rounded to float32 (out of range = infinity), as the proto field holds it. */
 function parseFloat32(flag: string, v: string): number {
   return Math.fround(parseDouble(flag, v));
+}
+
+/** vqd's check of --api-key (and of $VQD_API_KEY): not empty, printable ASCII without spaces; never echoed. */
+function checkApiKey(key: string): string {
+  if (key.length === 0) throw new UsageError("--api-key must not be empty.");
+  if (!/^[\x21-\x7e]+$/.test(key)) throw new UsageError("--api-key must be printable ASCII without spaces.");
+  return key;
 }
 
 /** vqd's GenerateOptions.Parse, flag for flag and check for check, in the same order. */
@@ -219,6 +231,12 @@ export function parseArgs(args: string[]): Options {
       case "--output":
         o.output = value();
         break;
+      case "--api-key":
+        o.apiKey = checkApiKey(value());
+        break;
+      case "--ca-cert":
+        o.caCert = value();
+        break;
       case "--quiet":
         o.quiet = true;
         break;
@@ -259,6 +277,26 @@ function serverAddress(url: string): string {
   }
   const port = parsed.port || (parsed.protocol === "https:" ? "443" : "80");
   return `${parsed.protocol}//${parsed.hostname}:${port}`;
+}
+
+const PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----";
+
+/**
+ * vqd's checks of the connection flags, in its order: the --server URL, then --ca-cert (flag, else $VQD_CA_CERT:
+ * https only, a readable file with a PEM certificate), then $VQD_API_KEY when --api-key is absent (empty = unset).
+ */
+async function connection(o: Options): Promise<{ address: string; apiKey?: string; rootCerts?: Buffer }> {
+  const address = serverAddress(o.server!);
+  const caCert = o.caCert ?? (process.env.VQD_CA_CERT || undefined);
+  let rootCerts: Buffer | undefined;
+  if (caCert !== undefined) {
+    if (!address.startsWith("https:")) throw new UsageError("--ca-cert needs an https:// --server.");
+    rootCerts = Buffer.from(await readBytes("--ca-cert", caCert));
+    if (!rootCerts.includes(PEM_CERTIFICATE)) throw new UsageError(`--ca-cert ${caCert}: no PEM certificate (-----BEGIN CERTIFICATE-----).`);
+  }
+  const apiKey = o.apiKey ?? (process.env.VQD_API_KEY || undefined);
+  if (apiKey !== undefined) checkApiKey(apiKey);
+  return { address, apiKey, rootCerts };
 }
 
 /** The flag of a request field path (prompts[1] -> --prompt[1]), as vqd names it. */
@@ -557,7 +595,8 @@ async function main(argv: string[]): Promise<number> {
   };
   try {
     o = parseArgs(argv);
-    client = new VqDiffusionClient(serverAddress(o.server!));
+    const { address, apiKey, rootCerts } = await connection(o);
+    client = new VqDiffusionClient(address, { apiKey, rootCerts });
     await generate(o, client, abort.signal);
     return 0;
   } catch (err) {
@@ -578,4 +617,7 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// grpc-js passes an IP address of an https:// --server as the TLS server name, for which Node prints a deprecation
+// warning (DEP0123) on stderr, next to the one error line; the connection itself is unaffected.
+process.noDeprecation = true;
 main(process.argv.slice(2)).then((code) => process.exit(code));
