@@ -56,7 +56,7 @@ public static class CliApp
             options = GenerateOptions.Parse(args.Skip(1).ToArray());
             if (options.Server is not null)
             {
-                await GenerateRemoteAsync(options, stderr, cts.Token).ConfigureAwait(false);
+                await GenerateRemoteAsync(options, stderr, environment ?? Environment.GetEnvironmentVariable, cts.Token).ConfigureAwait(false);
             }
             else
             {
@@ -175,14 +175,31 @@ public static class CliApp
     }
 
     /// <summary>The same request on a running server: same flags, same files, same messages.</summary>
-    private static async Task GenerateRemoteAsync(GenerateOptions options, TextWriter stderr, CancellationToken cancellationToken)
+    private static async Task GenerateRemoteAsync(GenerateOptions options, TextWriter stderr, Func<string, string?> environment, CancellationToken cancellationToken)
     {
         if (!Uri.TryCreate(options.Server, UriKind.Absolute, out Uri? address) || address.Scheme is not ("http" or "https"))
         {
             throw new UsageException($"--server must be an http:// or https:// URL (http://host:port), got '{options.Server}'.");
         }
 
-        using var client = new VqDiffusionClient(address);
+        string? apiKey = options.ApiKey;
+        if (apiKey is null && environment("VQD_API_KEY") is { Length: > 0 } fromEnvironment)
+        {
+            apiKey = GenerateOptions.ApiKeyProblem("VQD_API_KEY", fromEnvironment) is string problem ? throw new UsageException(problem) : fromEnvironment;
+        }
+
+        string? caCert = options.CaCertFile ?? (environment("VQD_CA_CERT") is { Length: > 0 } caFromEnvironment ? caFromEnvironment : null);
+        string caSource = options.CaCertFile is null ? "VQD_CA_CERT" : "--ca-cert";
+        if (caCert is not null && address.Scheme != Uri.UriSchemeHttps)
+        {
+            throw new UsageException($"{caSource} needs an https:// --server.");
+        }
+
+        using var client = new VqDiffusionClient(options.Server!, new VqDiffusionClientOptions
+        {
+            ApiKey = apiKey,
+            RootCertificates = caCert is null ? null : CaCertFile.Read(caCert, caSource),
+        });
         Grpc.V1.GetModelInfoResponse? info = null;
 
         // In the protocol 0 means "the server's default"; on the command line it is out of range, as locally.

@@ -14,11 +14,14 @@ public sealed class GenerateOptions
         "                    [--prior none|high-quality|purity] [--prior-weight W] [--unmask-schedule FILE]\n" +
         "                    [--cf-embeddings learned|empty-prompt] [--edit-tokens FILE | --edit-image FILE]\n" +
         "                    [--strength R] [--mask FILE] [--format png|jpeg|webp] [--quality Q]\n" +
+        "                    [--api-key KEY] [--ca-cert FILE]\n" +
         "                    [--device cpu|cuda[:N]] [--dtype float32|float16|bfloat16] [--variant fp16]\n" +
         "                    [--quiet] --output DIR\n" +
         "--model DIR runs the diffusers pipeline folder in this process (or a Hub id ORG/NAME[@REVISION], fetched\n" +
         "through the Hugging Face cache: HF_HUB_CACHE/HF_HOME, HF_TOKEN, HF_HUB_OFFLINE, HF_ENDPOINT); --server URL (http://host:port)\n" +
-        "asks a running VqDiffusion.Server instead (--device, --dtype and --variant are then the server's).\n" +
+        "asks a running VqDiffusion.Server instead (--device, --dtype and --variant are then the server's);\n" +
+        "--api-key KEY (or VQD_API_KEY) is sent as 'authorization: Bearer KEY'; --ca-cert FILE (or VQD_CA_CERT):\n" +
+        "PEM root certificate(s) to trust for an https:// server.\n" +
         "defaults (as diffusers): --steps 100 --guidance-scale 5.0 --truncation-rate 1.0 --images-per-prompt 1;\n" +
         "seed random (printed); format png; quality 90 (jpeg/webp); device cpu; dtype float32.\n" +
         "--sampler vq-diffusion: the original VQ-Diffusion samplers over all timesteps; --speed 2 (or more) is\n" +
@@ -31,6 +34,12 @@ public sealed class GenerateOptions
 
     /// <summary><c>--server URL</c>: generate on a running VqDiffusion.Server instead of locally.</summary>
     public string? Server { get; private set; }
+
+    /// <summary><c>--api-key KEY</c>: sent as <c>authorization: Bearer KEY</c>; null = <c>VQD_API_KEY</c>, if set.</summary>
+    public string? ApiKey { get; private set; }
+
+    /// <summary><c>--ca-cert FILE</c>: PEM roots to trust for an https:// server; null = <c>VQD_CA_CERT</c>, if set.</summary>
+    public string? CaCertFile { get; private set; }
 
     public List<string> Prompts { get; } = [];
 
@@ -87,6 +96,7 @@ public sealed class GenerateOptions
     {
         var o = new GenerateOptions();
         string? localOnly = null;
+        string? remoteOnly = null;
         for (int i = 0; i < args.Count; i++)
         {
             string flag = args[i];
@@ -204,6 +214,19 @@ public sealed class GenerateOptions
                 case "--output":
                     o.Output = Value();
                     break;
+                case "--api-key":
+                    o.ApiKey = Value();
+                    if (ApiKeyProblem(flag, o.ApiKey) is string problem)
+                    {
+                        throw new UsageException(problem);
+                    }
+
+                    remoteOnly ??= flag;
+                    break;
+                case "--ca-cert":
+                    o.CaCertFile = Value();
+                    remoteOnly ??= flag;
+                    break;
                 case "--device":
                     o.Device = Value();
                     localOnly ??= flag;
@@ -222,6 +245,11 @@ public sealed class GenerateOptions
                 default:
                     throw new UsageException($"unknown option '{args[i]}'.");
             }
+        }
+
+        if (o.Server is null && remoteOnly is not null)
+        {
+            throw new UsageException($"{remoteOnly} needs --server (it is for reaching a running server).");
         }
 
         if (o.Server is not null)
@@ -274,4 +302,8 @@ public sealed class GenerateOptions
         float.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out float v)
             ? v
             : throw new UsageException($"{flag} must be a number, got '{value}'.");
+
+    /// <summary>The usage error for an API key from <paramref name="source"/> (<c>--api-key</c>, <c>VQD_API_KEY</c>), or null; never quotes the key.</summary>
+    public static string? ApiKeyProblem(string source, string key) =>
+        VqDiffusion.Client.VqDiffusionClient.ApiKeyProblem(key) is string problem ? $"{source} {problem}." : null;
 }

@@ -15,8 +15,6 @@ namespace VqDiffusion.Cli.Tests;
 /// </summary>
 public sealed class ClientParityTests : IClassFixture<SharedServerFixture>, IClassFixture<CompiledTypeScriptExample>, IDisposable
 {
-    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(120);
-
     /// <summary>Name → flags ({server}, {dead} and {dir} are replaced), vqd's exit code and a part of vqd's line.</summary>
     private static readonly Dictionary<string, (string[] Flags, int Code, string Line)> Cases = new()
     {
@@ -48,6 +46,9 @@ public sealed class ClientParityTests : IClassFixture<SharedServerFixture>, ICla
         ["model-and-server"] = (Base("--model", "models/tiny-ithq"), 2, "error: --model and --server cannot be used together (--model runs locally, --server asks a server)."),
         ["two-sources"] = (Base("--edit-tokens", "{dir}/a.json", "--edit-image", "{dir}/b.png"), 2, "error: --edit-tokens and --edit-image cannot be used together (one source)."),
         ["strength-without-source"] = (Base("--strength", "0.5"), 2, "error: --strength and --mask edit a source: give --edit-tokens FILE or --edit-image FILE."),
+        ["api-key-empty"] = (Base("--api-key="), 2, "error: --api-key must not be empty."),
+        ["api-key-space"] = (Base("--api-key", "two words"), 2, "error: --api-key must be printable ASCII without spaces."),
+        ["api-key-non-ascii"] = (Base("--api-key", "ключ-0123456789abcdef"), 2, "error: --api-key must be printable ASCII without spaces."),
         ["no-prompt"] = (["--server", "{server}", "--output", "{dir}/out"], 2, "error: at least one --prompt is required."),
         ["no-output"] = (["--server", "{server}", "--prompt", "a cat"], 2, "error: --output DIR is required."),
         ["empty-output"] = (["--server", "{server}", "--prompt", "a cat", "--output="], 2, "error: --output DIR is required."),
@@ -56,6 +57,11 @@ public sealed class ClientParityTests : IClassFixture<SharedServerFixture>, ICla
         ["server-host-port"] = (["--server", "127.0.0.1:50051", "--prompt", "a cat", "--output", "{dir}/out"], 2, "error: --server must be an http:// or https:// URL (http://host:port), got '127.0.0.1:50051'."),
         ["server-ftp"] = (["--server", "ftp://127.0.0.1:50051", "--prompt", "a cat", "--output", "{dir}/out"], 2, "error: --server must be an http:// or https:// URL (http://host:port), got 'ftp://127.0.0.1:50051'."),
         ["server-empty"] = (["--server=", "--prompt", "a cat", "--output", "{dir}/out"], 2, "error: --server must be an http:// or https:// URL (http://host:port), got ''."),
+
+        // TLS: --ca-cert only for https://, read before the first call.
+        ["ca-cert-http"] = (Base("--ca-cert", "{dir}/text.txt"), 2, "error: --ca-cert needs an https:// --server."),
+        ["ca-cert-missing"] = (["--server", "https://127.0.0.1:1", "--prompt", "a cat", "--output", "{dir}/out", "--ca-cert", "{dir}/missing.pem"], 2, "error: --ca-cert {dir}/missing.pem: Could not find file '{dir}/missing.pem'."),
+        ["ca-cert-not-pem"] = (["--server", "https://127.0.0.1:1", "--prompt", "a cat", "--output", "{dir}/out", "--ca-cert", "{dir}/text.txt"], 2, "error: --ca-cert {dir}/text.txt: no PEM certificate (-----BEGIN CERTIFICATE-----)."),
 
         // Files: .NET's I/O messages, JSON and shapes (LatentsFile, ScheduleFile), before any generation.
         ["schedule-missing"] = (Base("--sampler", "vq-diffusion", "--prior", "purity", "--unmask-schedule", "{dir}/missing.json"), 2, "error: --unmask-schedule {dir}/missing.json: Could not find file '{dir}/missing.json'."),
@@ -260,25 +266,9 @@ public sealed class ClientParityTests : IClassFixture<SharedServerFixture>, ICla
         return (await vqd, await python, await typescript);
     }
 
-    private Task<(int Code, string Out, string Err)> RunVqdAsync(string[] args) =>
-        ChildProcess.RunAsync("dotnet", [VqdDll, "generate", .. args], _dir, Timeout);
+    private Task<(int Code, string Out, string Err)> RunVqdAsync(string[] args) => ExampleClients.VqdAsync(args, _dir);
 
-    private Task<(int Code, string Out, string Err)> RunPythonAsync(string[] args) =>
-        ChildProcess.RunAsync("/usr/bin/python3", [Path.Combine(Fixtures.RepoRoot, "clients", "python", "examples", "generate.py"), .. args], _dir, Timeout,
-            new Dictionary<string, string> { ["PYTHONDONTWRITEBYTECODE"] = "1" });
+    private Task<(int Code, string Out, string Err)> RunPythonAsync(string[] args) => ExampleClients.PythonAsync(args, _dir);
 
-    private Task<(int Code, string Out, string Err)> RunTypeScriptAsync(string[] args) =>
-        ChildProcess.RunAsync("node", [_typescript.Script, .. args], _dir, Timeout);
-
-    /// <summary>vqd as built next to this test assembly's configuration (src/VqDiffusion.Cli/bin/CONFIG/TFM/vqd.dll).</summary>
-    private static string VqdDll
-    {
-        get
-        {
-            var tfm = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-            string path = Path.Combine(Fixtures.RepoRoot, "src", "VqDiffusion.Cli", "bin", tfm.Parent!.Name, tfm.Name, "vqd.dll");
-            Assert.True(File.Exists(path), $"vqd is not built at {path}: build the solution first.");
-            return path;
-        }
-    }
+    private Task<(int Code, string Out, string Err)> RunTypeScriptAsync(string[] args) => ExampleClients.TypeScriptAsync(_typescript, args, _dir);
 }

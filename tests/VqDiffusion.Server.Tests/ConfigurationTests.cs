@@ -25,6 +25,8 @@ public sealed class ConfigurationTests
     [InlineData("--Generation:DrainTimeout=30", "Generation:DrainTimeout must be a duration between 00:00:00 and 01:00:00")]
     [InlineData("--Generation:DrainTimeout=soon", "'Generation:DrainTimeout'")]
     [InlineData("--Generation:MaxActiveRuns=four", "'Generation:MaxActiveRuns'")]
+    [InlineData("--Auth:ApiKeys:ci=short-secret", "Auth:ApiKeys:ci: the key named 'ci' is shorter than 16 characters.")]
+    [InlineData("--Auth:ApiKeysFile=/nonexistent/vqd-keys", "Auth:ApiKeysFile: cannot read '/nonexistent/vqd-keys': Could not find a part of the path")]
     public async Task ABadValueStopsTheProcessWithOneLineNamingTheKey(string setting, string expected)
     {
         await using var server = ServerProcess.Start(setting);

@@ -68,9 +68,11 @@ public sealed class MetricsTests
         Assert.Equal(StatusCode.InvalidArgument, invalid.StatusCode);
         await server.Client.GetModelInfoAsync(new GetModelInfoRequest());
 
-        // The worker reports its active runs between steps: wait (bounded) until it is back at rest.
+        // The worker reports its active runs between steps, and a call is counted once its handler has returned, which
+        // can be just after the client has its answer (and the exporter may serve a scrape cached for 300 ms): wait
+        // (bounded) until the server is back at rest and has counted the last call.
         PrometheusText scrape = await ScrapeAsync(http, url);
-        for (int i = 0; i < 100 && scrape.Value("vqd_active_runs") != 0; i++)
+        for (int i = 0; i < 100 && (scrape.Value("vqd_active_runs") != 0 || scrape.ValueOrNull("vqd_requests_total", "method=GetModelInfo", "code=OK") is null); i++)
         {
             await Task.Delay(100);
             scrape = await ScrapeAsync(http, url);

@@ -1,6 +1,9 @@
+using System.Net.Security;
 using System.Runtime.CompilerServices;
+using System.Security.Cryptography.X509Certificates;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
+using Grpc.Core.Interceptors;
 using Grpc.Net.Client;
 using Grpc.Net.Client.Balancer;
 using Grpc.Net.Client.Configuration;
@@ -46,7 +49,7 @@ public sealed class VqDiffusionClient : IDisposable
     /// headless Service), re-resolved every <see cref="VqDiffusionClientOptions.DnsRefreshInterval"/>.
     /// </summary>
     public VqDiffusionClient(string address, VqDiffusionClientOptions options)
-        : this(CreateChannel(address, options ?? throw new ArgumentNullException(nameof(options)), out ServiceProvider? services), ownsChannel: true, options.Retry, services)
+        : this(CreateChannel(address, options ?? throw new ArgumentNullException(nameof(options)), out ServiceProvider? services), ownsChannel: true, options.Retry, services, options.ApiKey)
     {
     }
 
@@ -59,15 +62,41 @@ public sealed class VqDiffusionClient : IDisposable
     {
     }
 
-    private VqDiffusionClient(GrpcChannel channel, bool ownsChannel, VqDiffusionRetryOptions? retry, IDisposable? services)
+    private VqDiffusionClient(GrpcChannel channel, bool ownsChannel, VqDiffusionRetryOptions? retry, IDisposable? services, string? apiKey = null)
     {
         ArgumentNullException.ThrowIfNull(channel);
+        if (apiKey is not null && ApiKeyProblem(apiKey) is string problem)
+        {
+            throw new ArgumentException($"the API key {problem}", nameof(apiKey));
+        }
+
         _retry = retry ?? new VqDiffusionRetryOptions();
         _retry.Validate();
         _channel = channel;
         _ownsChannel = ownsChannel;
         _services = services;
-        _client = new VqDiffusionService.VqDiffusionServiceClient(channel);
+        _client = apiKey is null
+            ? new VqDiffusionService.VqDiffusionServiceClient(channel)
+            : new VqDiffusionService.VqDiffusionServiceClient(channel.Intercept(headers =>
+            {
+                headers.Add("authorization", "Bearer " + apiKey);
+                return headers;
+            }));
+    }
+
+    /// <summary>
+    /// What is wrong with <paramref name="apiKey"/> as the value of an <c>authorization</c> header ("must not be
+    /// empty", "must be printable ASCII without spaces"), or null when nothing is. Never quotes the key.
+    /// </summary>
+    public static string? ApiKeyProblem(string apiKey)
+    {
+        ArgumentNullException.ThrowIfNull(apiKey);
+        if (apiKey.Length == 0)
+        {
+            return "must not be empty";
+        }
+
+        return apiKey.All(c => c is > ' ' and <= '~') ? null : "must be printable ASCII without spaces";
     }
 
     /// <summary>
@@ -104,8 +133,9 @@ public sealed class VqDiffusionClient : IDisposable
             ServiceConfig = RoundRobin(),
             ServiceProvider = provider,
         };
+        TrustRoots(channelOptions, options.RootCertificates);
         options.ConfigureChannel?.Invoke(channelOptions);
-        return new VqDiffusionClient(GrpcChannel.ForAddress("static:///vqdiffusion", channelOptions), ownsChannel: true, options.Retry, provider);
+        return new VqDiffusionClient(GrpcChannel.ForAddress("static:///vqdiffusion", channelOptions), ownsChannel: true, options.Retry, provider, options.ApiKey);
     }
 
     /// <summary>The channel the client calls through.</summary>
@@ -278,8 +308,31 @@ public sealed class VqDiffusionClient : IDisposable
             channelOptions.ServiceProvider = services;
         }
 
+        TrustRoots(channelOptions, options.RootCertificates);
         options.ConfigureChannel?.Invoke(channelOptions);
         return GrpcChannel.ForAddress(address, channelOptions);
+    }
+
+    /// <summary>A TLS handshake that trusts <paramref name="roots"/> (and only them) as root certificates; the host name is still checked.</summary>
+    private static void TrustRoots(GrpcChannelOptions channelOptions, X509Certificate2Collection? roots)
+    {
+        if (roots is null)
+        {
+            return;
+        }
+
+        var policy = new X509ChainPolicy
+        {
+            TrustMode = X509ChainTrustMode.CustomRootTrust,
+            RevocationMode = X509RevocationMode.NoCheck,
+        };
+        policy.CustomTrustStore.AddRange(roots);
+        channelOptions.HttpHandler = new SocketsHttpHandler
+        {
+            EnableMultipleHttp2Connections = true,
+            SslOptions = new SslClientAuthenticationOptions { CertificateChainPolicy = policy },
+        };
+        channelOptions.DisposeHttpClient = true;
     }
 
     /// <summary>Waits before the next attempt, or throws <paramref name="failure"/> when it is not retried.</summary>

@@ -1,3 +1,4 @@
+using System.Security.Cryptography.X509Certificates;
 using Grpc.Net.Client;
 
 namespace VqDiffusion.Client;
@@ -13,6 +14,19 @@ public sealed class VqDiffusionClientOptions
     /// used (they are also re-resolved after a connection fails). Default 30 s.
     /// </summary>
     public TimeSpan DnsRefreshInterval { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// An API key of the server (<c>Auth:ApiKeys</c>) or a JWT, sent as <c>authorization: Bearer KEY</c> on every call;
+    /// null = none. Printable ASCII without spaces. Over plain http:// it travels unencrypted: use https:// beyond a
+    /// trusted network.
+    /// </summary>
+    public string? ApiKey { get; set; }
+
+    /// <summary>
+    /// Certificates to trust as roots for an https:// server (a private CA, or a self-signed server certificate)
+    /// instead of the system's; the server's name is still checked. Null = the system's roots.
+    /// </summary>
+    public X509Certificate2Collection? RootCertificates { get; set; }
 
     /// <summary>
     /// Changes the channel options after the client's defaults are set (receive limit

@@ -82,7 +82,7 @@ public sealed class AuthInterceptor(IOptions<AuthOptions> options, ILogger<AuthI
         SecurityTokenInvalidAudienceException => "the token is not for this audience",
         SecurityTokenInvalidIssuerException => "the token's issuer is not trusted",
         SecurityTokenSignatureKeyNotFoundException or SecurityTokenInvalidSignatureException => "the token's signature is not valid",
-        SecurityTokenMalformedException => "the token is malformed",
+        SecurityTokenMalformedException or ArgumentException => "the token is malformed", // IDX14100-series: not a JWS
         SecurityTokenException => "the token is not valid",
         AuthenticationFailureException => failure.Message, // the API key handler's and the token checks' own reasons
         _ => "the credentials are not valid",
