@@ -24,6 +24,7 @@ import json
 import math
 import os
 import re
+import ssl
 import struct
 import sys
 import time
@@ -179,12 +180,13 @@ def _choice(flag: str, value: str, choices) -> str:
     raise UsageError(f"{flag} must be {', '.join(choices[:-1])} or {choices[-1]}, got '{value}'.")
 
 
-def check_api_key(key: str) -> str:
-    """vqd's check of --api-key (and of $VQD_API_KEY): not empty, printable ASCII without spaces; never echoed."""
+def check_api_key(key: str, source: str = "--api-key") -> str:
+    """vqd's ApiKeyProblem for --api-key or $VQD_API_KEY (``source``): not empty, printable ASCII without spaces;
+    the key is never echoed."""
     if not key:
-        raise UsageError("--api-key must not be empty.")
+        raise UsageError(f"{source} must not be empty.")
     if any(not "\x21" <= c <= "\x7e" for c in key):
-        raise UsageError("--api-key must be printable ASCII without spaces.")
+        raise UsageError(f"{source} must be printable ASCII without spaces.")
     return key
 
 
@@ -192,6 +194,7 @@ def parse_args(args: List[str]) -> Options:
     """vqd's GenerateOptions.Parse, flag for flag and check for check, in the same order."""
     o = Options()
     local_only: Optional[str] = None
+    remote_only: Optional[str] = None
     i = 0
     while i < len(args):
         arg = args[i]
@@ -265,8 +268,10 @@ def parse_args(args: List[str]) -> Options:
             o.output = value()
         elif flag == "--api-key":
             o.api_key = check_api_key(value())
+            remote_only = remote_only or flag
         elif flag == "--ca-cert":
             o.ca_cert = value()
+            remote_only = remote_only or flag
         elif flag in LOCAL_ONLY:
             value()
             local_only = local_only or flag
@@ -276,6 +281,8 @@ def parse_args(args: List[str]) -> Options:
             raise UsageError(f"unknown option '{arg}'.")
         i += 1
 
+    if o.server is None and remote_only is not None:
+        raise UsageError(f"{remote_only} needs --server (it is for reaching a running server).")
     if o.server is not None:
         if o.model is not None:
             raise UsageError("--model and --server cannot be used together (--model runs locally, --server asks a server).")
@@ -310,24 +317,36 @@ def server_address(url: str) -> str:
 
 
 PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def read_ca_cert(path: str, source: str) -> bytes:
+    """vqd's CaCertFile.Read: a readable file with at least one PEM certificate, each of which decodes."""
+    data = read_bytes(source, path)
+    if PEM_CERTIFICATE not in data:
+        raise UsageError(f"{source} {path}: no PEM certificate (-----BEGIN CERTIFICATE-----).")
+    blocks = _PEM_BLOCK.findall(data)
+    if blocks:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=b"\n".join(blocks).decode("ascii"))
+        except (ssl.SSLError, ValueError):
+            raise UsageError(f"{source} {path}: not a valid PEM certificate.") from None
+    return data
 
 
 def connection(o: Options) -> "tuple[str, Optional[str], Optional[bytes]]":
-    """vqd's checks of the connection flags, in its order: the --server URL, then --ca-cert (flag, else $VQD_CA_CERT:
-    https only, a readable file with a PEM certificate), then $VQD_API_KEY when --api-key is absent (empty = unset).
-    Returns the client's address, API key and root certificates."""
+    """vqd's checks of the connection flags, in its order: the --server URL; $VQD_API_KEY when --api-key is absent
+    (empty = unset); the CA (--ca-cert, else $VQD_CA_CERT) for https:// only; then its file. Returns the client's
+    address, API key and root certificates."""
     address = server_address(o.server)
+    api_key = o.api_key
+    if api_key is None and os.environ.get("VQD_API_KEY"):
+        api_key = check_api_key(os.environ["VQD_API_KEY"], "VQD_API_KEY")
     ca_cert = o.ca_cert if o.ca_cert is not None else (os.environ.get("VQD_CA_CERT") or None)
-    roots = None
-    if ca_cert is not None:
-        if not address.startswith("https://"):
-            raise UsageError("--ca-cert needs an https:// --server.")
-        roots = read_bytes("--ca-cert", ca_cert)
-        if PEM_CERTIFICATE not in roots:
-            raise UsageError(f"--ca-cert {ca_cert}: no PEM certificate (-----BEGIN CERTIFICATE-----).")
-    api_key = o.api_key if o.api_key is not None else (os.environ.get("VQD_API_KEY") or None)
-    if api_key is not None:
-        check_api_key(api_key)
+    source = "--ca-cert" if o.ca_cert is not None else "VQD_CA_CERT"
+    if ca_cert is not None and not address.startswith("https://"):
+        raise UsageError(f"{source} needs an https:// --server.")
+    roots = None if ca_cert is None else read_ca_cert(ca_cert, source)
     return address, api_key, roots
 
 

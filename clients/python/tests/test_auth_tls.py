@@ -190,11 +190,11 @@ def test_example_without_the_ca_exits_1_unavailable(secure_server, tmp_path):
     (["--api-key", "two words-0123456789"], {}, "error: --api-key must be printable ASCII without spaces."),
     (["--api-key", "tab\t0123456789abcdef"], {}, "error: --api-key must be printable ASCII without spaces."),
     (["--api-key", "clé-0123456789abcdef"], {}, "error: --api-key must be printable ASCII without spaces."),
-    ([], {"VQD_API_KEY": "two words-0123456789"}, "error: --api-key must be printable ASCII without spaces."),
+    ([], {"VQD_API_KEY": "two words-0123456789"}, "error: VQD_API_KEY must be printable ASCII without spaces."),
     (["--api-key"], {}, "error: --api-key needs a value."),
     (["--ca-cert"], {}, "error: --ca-cert needs a value."),
     (["--ca-cert", "{dir}/cert.pem"], {}, "error: --ca-cert needs an https:// --server."),
-    ([], {"VQD_CA_CERT": "{dir}/cert.pem"}, "error: --ca-cert needs an https:// --server."),
+    ([], {"VQD_CA_CERT": "{dir}/cert.pem"}, "error: VQD_CA_CERT needs an https:// --server."),
     (["--server", "https://127.0.0.1:1", "--ca-cert", "{dir}/missing.pem"], {},
      "error: --ca-cert {dir}/missing.pem: Could not find file '{dir}/missing.pem'."),
     (["--server", "https://127.0.0.1:1", "--ca-cert", "missing.pem"], {},
@@ -206,7 +206,14 @@ def test_example_without_the_ca_exits_1_unavailable(secure_server, tmp_path):
     (["--server", "https://127.0.0.1:1", "--ca-cert", "{dir}/text.txt"], {},
      "error: --ca-cert {dir}/text.txt: no PEM certificate (-----BEGIN CERTIFICATE-----)."),
     (["--server", "https://127.0.0.1:1"], {"VQD_CA_CERT": "{dir}/text.txt"},
-     "error: --ca-cert {dir}/text.txt: no PEM certificate (-----BEGIN CERTIFICATE-----)."),
+     "error: VQD_CA_CERT {dir}/text.txt: no PEM certificate (-----BEGIN CERTIFICATE-----)."),
+    (["--server", "https://127.0.0.1:1", "--ca-cert", "{dir}/cert.pem"], {},
+     "error: --ca-cert {dir}/cert.pem: not a valid PEM certificate."),
+    # The API key of the environment is checked before the CA.
+    (["--ca-cert", "{dir}/cert.pem"], {"VQD_API_KEY": "two words-0123456789"},
+     "error: VQD_API_KEY must be printable ASCII without spaces."),
+    # Without --server (checked right after the flags, as vqd does).
+    (["--server=", "--api-key", API_KEY], {}, "error: --server must be an http:// or https:// URL (http://host:port), got ''."),
     # The --server URL is checked first.
     (["--server", "127.0.0.1:1", "--ca-cert", "{dir}/cert.pem"], {},
      "error: --server must be an http:// or https:// URL (http://host:port), got '127.0.0.1:1'."),
@@ -222,6 +229,13 @@ def test_example_flag_errors_exit_2(tmp_path, flags, env, line):
     assert r.returncode == 2, r.stderr
     assert _error_line(r) == expand(line)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag", ["--api-key", "--ca-cert"])
+def test_example_remote_flags_need_a_server(tmp_path, flag):
+    r = _run_example("--prompt", "a cat", flag, "x" * 20, "--api-key", API_KEY, "--output", str(tmp_path / "out"))
+    assert r.returncode == 2
+    assert _error_line(r) == f"error: {flag} needs --server (it is for reaching a running server)."
 
 
 def test_example_usage_lists_the_flags():

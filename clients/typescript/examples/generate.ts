@@ -7,6 +7,7 @@
 // $VQD_API_KEY) is sent as "authorization: Bearer KEY" on every call; --ca-cert FILE (else $VQD_CA_CERT) holds the
 // PEM root certificate(s) to trust for an https:// server (else the system's roots).
 import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { X509Certificate } from "node:crypto";
 import { statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import {
@@ -129,10 +130,10 @@ function parseFloat32(flag: string, v: string): number {
   return Math.fround(parseDouble(flag, v));
 }
 
-/** vqd's check of --api-key (and of $VQD_API_KEY): not empty, printable ASCII without spaces; never echoed. */
-function checkApiKey(key: string): string {
-  if (key.length === 0) throw new UsageError("--api-key must not be empty.");
-  if (!/^[\x21-\x7e]+$/.test(key)) throw new UsageError("--api-key must be printable ASCII without spaces.");
+/** vqd's ApiKeyProblem for --api-key or $VQD_API_KEY (`source`): not empty, printable ASCII without spaces; never echoed. */
+function checkApiKey(key: string, source = "--api-key"): string {
+  if (key.length === 0) throw new UsageError(`${source} must not be empty.`);
+  if (!/^[\x21-\x7e]+$/.test(key)) throw new UsageError(`${source} must be printable ASCII without spaces.`);
   return key;
 }
 
@@ -140,6 +141,7 @@ function checkApiKey(key: string): string {
 export function parseArgs(args: string[]): Options {
   const o: Options = { prompts: [], format: "png", quiet: false, imagesPerPrompt: 1 };
   let localOnly: string | undefined;
+  let remoteOnly: string | undefined;
   for (let i = 0; i < args.length; i++) {
     let flag = args[i]!;
     let inline: string | undefined;
@@ -233,9 +235,11 @@ export function parseArgs(args: string[]): Options {
         break;
       case "--api-key":
         o.apiKey = checkApiKey(value());
+        remoteOnly ??= flag;
         break;
       case "--ca-cert":
         o.caCert = value();
+        remoteOnly ??= flag;
         break;
       case "--quiet":
         o.quiet = true;
@@ -249,6 +253,7 @@ export function parseArgs(args: string[]): Options {
         throw new UsageError(`unknown option '${args[i]}'.`);
     }
   }
+  if (o.server === undefined && remoteOnly !== undefined) throw new UsageError(`${remoteOnly} needs --server (it is for reaching a running server).`);
   if (o.server !== undefined) {
     if (o.model !== undefined) throw new UsageError("--model and --server cannot be used together (--model runs locally, --server asks a server).");
     if (localOnly !== undefined) throw new UsageError(`${localOnly} cannot be used with --server (the server chooses its device, dtype and weights).`);
@@ -280,22 +285,34 @@ function serverAddress(url: string): string {
 }
 
 const PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----";
+const PEM_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+/** vqd's CaCertFile.Read: a readable file with at least one PEM certificate, each of which decodes. */
+async function readCaCert(file: string, source: string): Promise<Buffer> {
+  const data = Buffer.from(await readBytes(source, file));
+  if (!data.includes(PEM_CERTIFICATE)) throw new UsageError(`${source} ${file}: no PEM certificate (-----BEGIN CERTIFICATE-----).`);
+  for (const block of data.toString("latin1").match(PEM_BLOCK) ?? []) {
+    try {
+      new X509Certificate(block);
+    } catch {
+      throw new UsageError(`${source} ${file}: not a valid PEM certificate.`);
+    }
+  }
+  return data;
+}
 
 /**
- * vqd's checks of the connection flags, in its order: the --server URL, then --ca-cert (flag, else $VQD_CA_CERT:
- * https only, a readable file with a PEM certificate), then $VQD_API_KEY when --api-key is absent (empty = unset).
+ * vqd's checks of the connection flags, in its order: the --server URL; $VQD_API_KEY when --api-key is absent
+ * (empty = unset); the CA (--ca-cert, else $VQD_CA_CERT) for https:// only; then its file.
  */
 async function connection(o: Options): Promise<{ address: string; apiKey?: string; rootCerts?: Buffer }> {
   const address = serverAddress(o.server!);
+  let apiKey = o.apiKey;
+  if (apiKey === undefined && process.env.VQD_API_KEY) apiKey = checkApiKey(process.env.VQD_API_KEY, "VQD_API_KEY");
   const caCert = o.caCert ?? (process.env.VQD_CA_CERT || undefined);
-  let rootCerts: Buffer | undefined;
-  if (caCert !== undefined) {
-    if (!address.startsWith("https:")) throw new UsageError("--ca-cert needs an https:// --server.");
-    rootCerts = Buffer.from(await readBytes("--ca-cert", caCert));
-    if (!rootCerts.includes(PEM_CERTIFICATE)) throw new UsageError(`--ca-cert ${caCert}: no PEM certificate (-----BEGIN CERTIFICATE-----).`);
-  }
-  const apiKey = o.apiKey ?? (process.env.VQD_API_KEY || undefined);
-  if (apiKey !== undefined) checkApiKey(apiKey);
+  const source = o.caCert !== undefined ? "--ca-cert" : "VQD_CA_CERT";
+  if (caCert !== undefined && !address.startsWith("https:")) throw new UsageError(`${source} needs an https:// --server.`);
+  const rootCerts = caCert === undefined ? undefined : await readCaCert(caCert, source);
   return { address, apiKey, rootCerts };
 }
 

@@ -250,17 +250,20 @@ const FLAG_ERRORS: [string[], Record<string, string>, string][] = [
   [["--api-key", "two words-0123456789"], {}, "error: --api-key must be printable ASCII without spaces."],
   [["--api-key", "tab\t0123456789abcdef"], {}, "error: --api-key must be printable ASCII without spaces."],
   [["--api-key", "clé-0123456789abcdef"], {}, "error: --api-key must be printable ASCII without spaces."],
-  [[], { VQD_API_KEY: "two words-0123456789" }, "error: --api-key must be printable ASCII without spaces."],
+  [[], { VQD_API_KEY: "two words-0123456789" }, "error: VQD_API_KEY must be printable ASCII without spaces."],
   [["--api-key"], {}, "error: --api-key needs a value."],
   [["--ca-cert"], {}, "error: --ca-cert needs a value."],
   [["--ca-cert", "{dir}/cert.pem"], {}, "error: --ca-cert needs an https:// --server."],
-  [[], { VQD_CA_CERT: "{dir}/cert.pem" }, "error: --ca-cert needs an https:// --server."],
+  [[], { VQD_CA_CERT: "{dir}/cert.pem" }, "error: VQD_CA_CERT needs an https:// --server."],
   [["--server", "https://127.0.0.1:1", "--ca-cert", "{dir}/missing.pem"], {}, "error: --ca-cert {dir}/missing.pem: Could not find file '{dir}/missing.pem'."],
   [["--server", "https://127.0.0.1:1", "--ca-cert", "missing.pem"], {}, "error: --ca-cert missing.pem: Could not find file '{dir}/missing.pem'."],
   [["--server", "https://127.0.0.1:1", "--ca-cert", "{dir}/nowhere/cert.pem"], {}, "error: --ca-cert {dir}/nowhere/cert.pem: Could not find a part of the path '{dir}/nowhere/cert.pem'."],
   [["--server", "https://127.0.0.1:1", "--ca-cert", "{dir}"], {}, "error: --ca-cert {dir}: Access to the path '{dir}' is denied."],
   [["--server", "https://127.0.0.1:1", "--ca-cert", "{dir}/text.txt"], {}, "error: --ca-cert {dir}/text.txt: no PEM certificate (-----BEGIN CERTIFICATE-----)."],
-  [["--server", "https://127.0.0.1:1"], { VQD_CA_CERT: "{dir}/text.txt" }, "error: --ca-cert {dir}/text.txt: no PEM certificate (-----BEGIN CERTIFICATE-----)."],
+  [["--server", "https://127.0.0.1:1"], { VQD_CA_CERT: "{dir}/text.txt" }, "error: VQD_CA_CERT {dir}/text.txt: no PEM certificate (-----BEGIN CERTIFICATE-----)."],
+  [["--server", "https://127.0.0.1:1", "--ca-cert", "{dir}/cert.pem"], {}, "error: --ca-cert {dir}/cert.pem: not a valid PEM certificate."],
+  // The API key of the environment is checked before the CA.
+  [["--ca-cert", "{dir}/cert.pem"], { VQD_API_KEY: "two words-0123456789" }, "error: VQD_API_KEY must be printable ASCII without spaces."],
   // The --server URL is checked first.
   [["--server", "127.0.0.1:1", "--ca-cert", "{dir}/cert.pem"], {}, "error: --server must be an http:// or https:// URL (http://host:port), got '127.0.0.1:1'."],
 ];
@@ -275,6 +278,14 @@ test("the example's --api-key and --ca-cert errors exit 2 with vqd's line, befor
     assert.equal(r.code, 2, `${flags.join(" ")}: ${r.stderr}`);
     assert.equal(errorLine(r), expand(line));
     assert.ok(!existsSync(out));
+  }
+});
+
+test("the example's --api-key and --ca-cert need --server", async () => {
+  for (const flag of ["--api-key", "--ca-cert"]) {
+    const r = await runExample(["--prompt", "a cat", flag, "x".repeat(20), "--api-key", API_KEY, "--output", join(dir, "never")]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(errorLine(r), `error: ${flag} needs --server (it is for reaching a running server).`);
   }
 });
 
