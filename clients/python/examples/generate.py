@@ -6,12 +6,15 @@ usage: generate.py --server URL --prompt TEXT [--prompt TEXT ...] [--steps N] [-
                    [--sampler diffusers|vq-diffusion] [--speed S] [--prior none|high-quality|purity]
                    [--prior-weight W] [--unmask-schedule FILE] [--cf-embeddings learned|empty-prompt]
                    [--edit-tokens FILE | --edit-image FILE] [--strength R] [--mask FILE]
-                   [--format png|jpeg|webp] [--quality Q] [--quiet] --output DIR
+                   [--format png|jpeg|webp] [--quality Q] [--api-key KEY] [--ca-cert FILE]
+                   [--quiet] --output DIR
 
 Writes DIR/000.png, DIR/001.png, ... in the server's image order (prompt 0's images, then
 prompt 1's, ...). It rejects what `vqd generate --server URL` rejects, with vqd's line minus its
 "vqd: " prefix and vqd's exit code: 2 for bad input (here or INVALID_ARGUMENT from the server),
-1 for other errors, 130 when interrupted.
+1 for other errors, 130 when interrupted. --api-key KEY (else $VQD_API_KEY) is sent as
+"authorization: Bearer KEY" on every call; --ca-cert FILE (else $VQD_CA_CERT) holds the PEM root
+certificate(s) to trust for an https:// server (else the system's roots).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import math
 import os
 import re
+import ssl
 import struct
 import sys
 import time
@@ -28,6 +32,9 @@ from typing import Any, List, Optional
 from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+# gRPC core's own log lines (e.g. "Handshake failed ..." when a TLS certificate is not trusted) would add stderr lines
+# to the one error line; the failure itself is reported by the call's status.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from vqdiffusion_client import (  # noqa: E402
     Client,
@@ -123,6 +130,8 @@ class Options:
         self.edit_image: Optional[str] = None
         self.strength: Optional[float] = None
         self.mask: Optional[str] = None
+        self.api_key: Optional[str] = None
+        self.ca_cert: Optional[str] = None
 
     @property
     def is_edit(self) -> bool:
@@ -171,10 +180,21 @@ def _choice(flag: str, value: str, choices) -> str:
     raise UsageError(f"{flag} must be {', '.join(choices[:-1])} or {choices[-1]}, got '{value}'.")
 
 
+def check_api_key(key: str, source: str = "--api-key") -> str:
+    """vqd's ApiKeyProblem for --api-key or $VQD_API_KEY (``source``): not empty, printable ASCII without spaces;
+    the key is never echoed."""
+    if not key:
+        raise UsageError(f"{source} must not be empty.")
+    if any(not "\x21" <= c <= "\x7e" for c in key):
+        raise UsageError(f"{source} must be printable ASCII without spaces.")
+    return key
+
+
 def parse_args(args: List[str]) -> Options:
     """vqd's GenerateOptions.Parse, flag for flag and check for check, in the same order."""
     o = Options()
     local_only: Optional[str] = None
+    remote_only: Optional[str] = None
     i = 0
     while i < len(args):
         arg = args[i]
@@ -246,6 +266,12 @@ def parse_args(args: List[str]) -> Options:
                 raise UsageError(f"--quality must be between 1 and 100, got {o.quality}.")
         elif flag == "--output":
             o.output = value()
+        elif flag == "--api-key":
+            o.api_key = check_api_key(value())
+            remote_only = remote_only or flag
+        elif flag == "--ca-cert":
+            o.ca_cert = value()
+            remote_only = remote_only or flag
         elif flag in LOCAL_ONLY:
             value()
             local_only = local_only or flag
@@ -255,6 +281,8 @@ def parse_args(args: List[str]) -> Options:
             raise UsageError(f"unknown option '{arg}'.")
         i += 1
 
+    if o.server is None and remote_only is not None:
+        raise UsageError(f"{remote_only} needs --server (it is for reaching a running server).")
     if o.server is not None:
         if o.model is not None:
             raise UsageError("--model and --server cannot be used together (--model runs locally, --server asks a server).")
@@ -286,6 +314,40 @@ def server_address(url: str) -> str:
     if scheme not in ("http", "https") or not parts.hostname:
         raise bad
     return f"{scheme}://{parts.netloc}"
+
+
+PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def read_ca_cert(path: str, source: str) -> bytes:
+    """vqd's CaCertFile.Read: a readable file with at least one PEM certificate, each of which decodes."""
+    data = read_bytes(source, path)
+    if PEM_CERTIFICATE not in data:
+        raise UsageError(f"{source} {path}: no PEM certificate (-----BEGIN CERTIFICATE-----).")
+    blocks = _PEM_BLOCK.findall(data)
+    if blocks:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=b"\n".join(blocks).decode("ascii"))
+        except (ssl.SSLError, ValueError):
+            raise UsageError(f"{source} {path}: not a valid PEM certificate.") from None
+    return data
+
+
+def connection(o: Options) -> "tuple[str, Optional[str], Optional[bytes]]":
+    """vqd's checks of the connection flags, in its order: the --server URL; $VQD_API_KEY when --api-key is absent
+    (empty = unset); the CA (--ca-cert, else $VQD_CA_CERT) for https:// only; then its file. Returns the client's
+    address, API key and root certificates."""
+    address = server_address(o.server)
+    api_key = o.api_key
+    if api_key is None and os.environ.get("VQD_API_KEY"):
+        api_key = check_api_key(os.environ["VQD_API_KEY"], "VQD_API_KEY")
+    ca_cert = o.ca_cert if o.ca_cert is not None else (os.environ.get("VQD_CA_CERT") or None)
+    source = "--ca-cert" if o.ca_cert is not None else "VQD_CA_CERT"
+    if ca_cert is not None and not address.startswith("https://"):
+        raise UsageError(f"{source} needs an https:// --server.")
+    roots = None if ca_cert is None else read_ca_cert(ca_cert, source)
+    return address, api_key, roots
 
 
 def to_flag(field: str) -> str:
@@ -486,7 +548,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     o: Optional[Options] = None
     try:
         o = parse_args(argv)
-        with Client(server_address(o.server)) as client:
+        address, api_key, roots = connection(o)
+        with Client(address, api_key=api_key, root_certificates=roots) as client:
             generate(o, client)
         return 0
     except UsageError as e:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,20 +37,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# The API key of the secure server (Auth:ApiKeys:tests): >= 16 printable ASCII characters.
+API_KEY = "test-key-0123456789abcdef"
+
+
 class ServerProcess:
     def __init__(self, address: str, process: subprocess.Popen, log_path: str) -> None:
         self.address = address
         self.process = process
         self.log_path = log_path
+        # With TLS (secure_server): the https:// address, the certificate's file and PEM bytes.
+        self.https_address: "str | None" = None
+        self.ca_cert: "str | None" = None
+        self.ca_pem: "bytes | None" = None
 
     def log_tail(self, chars: int = 4000) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
             return f.read()[-chars:]
 
 
+def make_certificate(directory: str) -> "tuple[str, str]":
+    """A self-signed certificate for 127.0.0.1/localhost (one day) in ``directory``: (cert.pem, key.pem)."""
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl command is missing (Debian package openssl; .ci/run installs it)", pytrace=False)
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
+
+
 @contextlib.contextmanager
-def _running_server(model_path: str):
-    """A server process with ``model_path`` on a free loopback port, until the block ends."""
+def _running_server(model_path: str, *, extra_args=(), tls_dir: "str | None" = None, api_key: "str | None" = None):
+    """A server process with ``model_path`` on a free loopback port, until the block ends. With ``tls_dir`` it also
+    listens on a second port over TLS, with a self-signed certificate made there; ``extra_args`` are more command-line
+    configuration (``--Auth:ApiKeys:NAME=KEY``); ``api_key`` is the key its readiness probe sends."""
     if not os.path.isfile(SERVER_DLL):
         pytest.fail(
             f"{SERVER_DLL} is missing: build the server first (dotnet build src/VqDiffusion.Server, "
@@ -58,19 +82,29 @@ def _running_server(model_path: str):
         )
     port = _free_port()
     address = f"http://127.0.0.1:{port}"
+    urls, tls_args, https_address, cert = address, [], None, None
+    if tls_dir is not None:
+        cert, key = make_certificate(tls_dir)
+        https_address = f"https://127.0.0.1:{_free_port()}"
+        urls = f"{address};{https_address}"
+        tls_args = [f"--Kestrel:Certificates:Default:Path={cert}", f"--Kestrel:Certificates:Default:KeyPath={key}"]
     log = tempfile.NamedTemporaryFile(prefix="vqd-server-", suffix=".log", delete=False)
     process = subprocess.Popen(
-        ["dotnet", SERVER_DLL, "--urls", address, f"--Model:Path={model_path}"],
+        ["dotnet", SERVER_DLL, "--urls", urls, f"--Model:Path={model_path}", *tls_args, *extra_args],
         cwd=REPO_ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
     srv = ServerProcess(address, process, log.name)
+    if cert is not None:
+        srv.https_address, srv.ca_cert = https_address, cert
+        with open(cert, "rb") as f:
+            srv.ca_pem = f.read()
     try:
         deadline = time.monotonic() + 120
         last_error = None
-        with Client(address) as client:
+        with Client(address, api_key=api_key) as client:
             while True:
                 if process.poll() is not None:
                     pytest.fail(f"the server exited with {process.returncode}:\n{srv.log_tail()}", pytrace=False)
@@ -97,6 +131,15 @@ def _running_server(model_path: str):
 @pytest.fixture(scope="session")
 def server():
     with _running_server(TINY_MODEL) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def secure_server(tmp_path_factory):
+    """A server that wants API_KEY (Auth:ApiKeys:tests) on plaintext and on TLS (srv.https_address, srv.ca_cert)."""
+    tls_dir = str(tmp_path_factory.mktemp("tls"))
+    with _running_server(TINY_MODEL, extra_args=[f"--Auth:ApiKeys:tests={API_KEY}"], tls_dir=tls_dir,
+                         api_key=API_KEY) as srv:
         yield srv
 
 

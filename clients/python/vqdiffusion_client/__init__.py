@@ -2,7 +2,7 @@
 
     from vqdiffusion_client import Client, save_images
 
-    with Client("http://127.0.0.1:50051") as client:
+    with Client("http://127.0.0.1:50051") as client:  # api_key=..., https:// + root_certificates=...
         images = client.generate_images("a photo of a cat", num_inference_steps=50, seed=0)
         save_images(images, "out")
 """
@@ -16,6 +16,7 @@ from .errors import (
     InternalError,
     InvalidArgumentError,
     ResourceExhaustedError,
+    UnauthenticatedError,
     UnavailableError,
     VqDiffusionError,
     from_rpc_error,
@@ -52,6 +53,7 @@ __all__ = [
     "Snapshot",
     "SnapshotOptions",
     "Started",
+    "UnauthenticatedError",
     "UnavailableError",
     "VqDiffusionError",
     "from_rpc_error",

@@ -46,6 +46,18 @@ def parse_target(target: str) -> "tuple[str, bool]":
     return target, False
 
 
+def check_api_key(api_key: str) -> str:
+    """The key as sent (``authorization: Bearer KEY``): not empty, printable ASCII without spaces (the CLI's rule);
+    a ValueError otherwise (which never quotes the key)."""
+    if not isinstance(api_key, str):
+        raise TypeError("api_key must be a str")
+    if not api_key:
+        raise ValueError("api_key must not be empty")
+    if any(not "\x21" <= c <= "\x7e" for c in api_key):
+        raise ValueError("api_key must be printable ASCII without spaces")
+    return api_key
+
+
 def _flatten(values: Iterable[Any]) -> List[int]:
     flat: List[int] = []
     for v in values:
@@ -108,21 +120,34 @@ class Client:
     """A connection to a VqDiffusion.Grpc server.
 
     ``target`` is ``http://host:port`` (plaintext HTTP/2), ``https://host:port`` (TLS) or
-    ``host:port`` (plaintext). Use as a context manager, or call ``close()``.
+    ``host:port`` (plaintext). ``api_key`` is sent as ``authorization: Bearer KEY`` metadata on every
+    call (over TLS or plaintext); ``root_certificates`` (PEM bytes) are the roots that an https://
+    server's certificate must chain to (None: the system's roots). ``credentials`` replaces the
+    channel credentials altogether. Use as a context manager, or call ``close()``.
     """
 
     def __init__(
         self,
         target: str = "http://127.0.0.1:50051",
         *,
+        api_key: Optional[str] = None,
+        root_certificates: Optional[bytes] = None,
         max_receive_message_length: int = DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH,
         credentials: Optional[grpc.ChannelCredentials] = None,
         options: Sequence["tuple[str, Any]"] = (),
     ) -> None:
         address, tls = parse_target(target)
+        if root_certificates is not None and not tls and credentials is None:
+            raise ValueError("root_certificates need an https:// target")
+        if isinstance(root_certificates, str):
+            root_certificates = root_certificates.encode("ascii")
+        self._metadata: Optional["tuple[tuple[str, str], ...]"] = (
+            None if api_key is None else (("authorization", "Bearer " + check_api_key(api_key)),)
+        )
         channel_options = [("grpc.max_receive_message_length", max_receive_message_length), *options]
         if tls or credentials is not None:
-            self._channel = grpc.secure_channel(address, credentials or grpc.ssl_channel_credentials(), channel_options)
+            self._channel = grpc.secure_channel(
+                address, credentials or grpc.ssl_channel_credentials(root_certificates), channel_options)
         else:
             self._channel = grpc.insecure_channel(address, channel_options)
         self._stub = pb_grpc.VqDiffusionServiceStub(self._channel)
@@ -140,7 +165,7 @@ class Client:
     def model_info(self, *, timeout: Optional[float] = None) -> pb.GetModelInfoResponse:
         """The served model, its defaults and limits (the GetModelInfoResponse message)."""
         try:
-            return self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout)
+            return self._stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
@@ -266,7 +291,7 @@ class Client:
             request_id=request_id,
             **options,
         )
-        return GenerateStream(self._stub.Generate(request, timeout=timeout))
+        return GenerateStream(self._stub.Generate(request, timeout=timeout, metadata=self._metadata))
 
     def generate_images(
         self,

@@ -54,6 +54,10 @@ class UnavailableError(VqDiffusionError):
     """UNAVAILABLE: the server cannot be reached, or its model is loading or failed to load."""
 
 
+class UnauthenticatedError(VqDiffusionError):
+    """UNAUTHENTICATED: the server wants an API key or token (``Client(..., api_key=KEY)``) and got none, or an invalid one."""
+
+
 class CancelledError(VqDiffusionError):
     """CANCELLED: the call was cancelled."""
 
@@ -70,6 +74,7 @@ _BY_CODE: Dict[grpc.StatusCode, Type[VqDiffusionError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
     grpc.StatusCode.CANCELLED: CancelledError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.INTERNAL: InternalError,

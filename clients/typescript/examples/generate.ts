@@ -3,8 +3,11 @@
 // Same flags as `vqd generate --server URL` (its local-model flags are rejected as vqd rejects them with
 // --server); writes DIR/000.png, 001.png, ... in the server's batch order, vqd's progress bar on stderr.
 // It rejects what vqd rejects, with vqd's line minus its "vqd: " prefix and vqd's exit code: 2 for bad
-// input (here or INVALID_ARGUMENT from the server), 1 for other errors, 130 when interrupted.
+// input (here or INVALID_ARGUMENT from the server), 1 for other errors, 130 when interrupted. --api-key KEY (else
+// $VQD_API_KEY) is sent as "authorization: Bearer KEY" on every call; --ca-cert FILE (else $VQD_CA_CERT) holds the
+// PEM root certificate(s) to trust for an https:// server (else the system's roots).
 import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { X509Certificate } from "node:crypto";
 import { statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import {
@@ -23,7 +26,8 @@ const USAGE =
   "                [--sampler diffusers|vq-diffusion] [--speed S] [--prior none|high-quality|purity]\n" +
   "                [--prior-weight W] [--unmask-schedule FILE] [--cf-embeddings learned|empty-prompt]\n" +
   "                [--edit-tokens FILE | --edit-image FILE] [--strength R] [--mask FILE]\n" +
-  "                [--format png|jpeg|webp] [--quality Q] [--quiet] --output DIR\n" +
+  "                [--format png|jpeg|webp] [--quality Q] [--api-key KEY] [--ca-cert FILE]\n" +
+  "                [--quiet] --output DIR\n" +
   "defaults (the server's): --steps 100 --guidance-scale 5.0 --truncation-rate 1.0 --images-per-prompt 1;\n" +
   "seed random (printed); format png; quality 90 (jpeg/webp).\n" +
   "Writes DIR/000.png, DIR/001.png, ... in batch order (prompt 0's images, then prompt 1's, ...).";
@@ -67,6 +71,8 @@ interface Options {
   editImage?: string;
   strength?: number;
   mask?: string;
+  apiKey?: string;
+  caCert?: string;
 }
 
 const isEdit = (o: Options) => o.editTokens !== undefined || o.editImage !== undefined || o.strength !== undefined || o.mask !== undefined;
@@ -124,10 +130,18 @@ function parseFloat32(flag: string, v: string): number {
   return Math.fround(parseDouble(flag, v));
 }
 
+/** vqd's ApiKeyProblem for --api-key or $VQD_API_KEY (`source`): not empty, printable ASCII without spaces; never echoed. */
+function checkApiKey(key: string, source = "--api-key"): string {
+  if (key.length === 0) throw new UsageError(`${source} must not be empty.`);
+  if (!/^[\x21-\x7e]+$/.test(key)) throw new UsageError(`${source} must be printable ASCII without spaces.`);
+  return key;
+}
+
 /** vqd's GenerateOptions.Parse, flag for flag and check for check, in the same order. */
 export function parseArgs(args: string[]): Options {
   const o: Options = { prompts: [], format: "png", quiet: false, imagesPerPrompt: 1 };
   let localOnly: string | undefined;
+  let remoteOnly: string | undefined;
   for (let i = 0; i < args.length; i++) {
     let flag = args[i]!;
     let inline: string | undefined;
@@ -219,6 +233,14 @@ export function parseArgs(args: string[]): Options {
       case "--output":
         o.output = value();
         break;
+      case "--api-key":
+        o.apiKey = checkApiKey(value());
+        remoteOnly ??= flag;
+        break;
+      case "--ca-cert":
+        o.caCert = value();
+        remoteOnly ??= flag;
+        break;
       case "--quiet":
         o.quiet = true;
         break;
@@ -231,6 +253,7 @@ export function parseArgs(args: string[]): Options {
         throw new UsageError(`unknown option '${args[i]}'.`);
     }
   }
+  if (o.server === undefined && remoteOnly !== undefined) throw new UsageError(`${remoteOnly} needs --server (it is for reaching a running server).`);
   if (o.server !== undefined) {
     if (o.model !== undefined) throw new UsageError("--model and --server cannot be used together (--model runs locally, --server asks a server).");
     if (localOnly !== undefined) throw new UsageError(`${localOnly} cannot be used with --server (the server chooses its device, dtype and weights).`);
@@ -259,6 +282,38 @@ function serverAddress(url: string): string {
   }
   const port = parsed.port || (parsed.protocol === "https:" ? "443" : "80");
   return `${parsed.protocol}//${parsed.hostname}:${port}`;
+}
+
+const PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----";
+const PEM_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+/** vqd's CaCertFile.Read: a readable file with at least one PEM certificate, each of which decodes. */
+async function readCaCert(file: string, source: string): Promise<Buffer> {
+  const data = Buffer.from(await readBytes(source, file));
+  if (!data.includes(PEM_CERTIFICATE)) throw new UsageError(`${source} ${file}: no PEM certificate (-----BEGIN CERTIFICATE-----).`);
+  for (const block of data.toString("latin1").match(PEM_BLOCK) ?? []) {
+    try {
+      new X509Certificate(block);
+    } catch {
+      throw new UsageError(`${source} ${file}: not a valid PEM certificate.`);
+    }
+  }
+  return data;
+}
+
+/**
+ * vqd's checks of the connection flags, in its order: the --server URL; $VQD_API_KEY when --api-key is absent
+ * (empty = unset); the CA (--ca-cert, else $VQD_CA_CERT) for https:// only; then its file.
+ */
+async function connection(o: Options): Promise<{ address: string; apiKey?: string; rootCerts?: Buffer }> {
+  const address = serverAddress(o.server!);
+  let apiKey = o.apiKey;
+  if (apiKey === undefined && process.env.VQD_API_KEY) apiKey = checkApiKey(process.env.VQD_API_KEY, "VQD_API_KEY");
+  const caCert = o.caCert ?? (process.env.VQD_CA_CERT || undefined);
+  const source = o.caCert !== undefined ? "--ca-cert" : "VQD_CA_CERT";
+  if (caCert !== undefined && !address.startsWith("https:")) throw new UsageError(`${source} needs an https:// --server.`);
+  const rootCerts = caCert === undefined ? undefined : await readCaCert(caCert, source);
+  return { address, apiKey, rootCerts };
 }
 
 /** The flag of a request field path (prompts[1] -> --prompt[1]), as vqd names it. */
@@ -557,7 +612,8 @@ async function main(argv: string[]): Promise<number> {
   };
   try {
     o = parseArgs(argv);
-    client = new VqDiffusionClient(serverAddress(o.server!));
+    const { address, apiKey, rootCerts } = await connection(o);
+    client = new VqDiffusionClient(address, { apiKey, rootCerts });
     await generate(o, client, abort.signal);
     return 0;
   } catch (err) {
@@ -578,4 +634,7 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+// grpc-js passes an IP address of an https:// --server as the TLS server name, for which Node prints a deprecation
+// warning (DEP0123) on stderr, next to the one error line; the connection itself is unaffected.
+process.noDeprecation = true;
 main(process.argv.slice(2)).then((code) => process.exit(code));

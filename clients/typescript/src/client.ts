@@ -29,7 +29,14 @@ export type GenerateRequestInit = Omit<MessageInitShape<typeof GenerateRequestSc
 };
 
 export interface VqDiffusionClientOptions {
-  /** Channel credentials; default: TLS for `https://` addresses, plaintext otherwise. */
+  /**
+   * API key, sent as `authorization: Bearer KEY` metadata on every call (over TLS or plaintext); printable ASCII
+   * without spaces.
+   */
+  apiKey?: string;
+  /** PEM root certificate(s) that an `https://` server's certificate must chain to; default: the system's roots. */
+  rootCerts?: Buffer;
+  /** Channel credentials; default: TLS for `https://` addresses (with `rootCerts`), plaintext otherwise. */
   credentials?: grpc.ChannelCredentials;
   /** Receive limit in bytes (default 64 MB). */
   maxReceiveMessageLength?: number;
@@ -238,14 +245,27 @@ export function parseAddress(address: string): { target: string; tls: boolean } 
  */
 export class VqDiffusionClient {
   private readonly client: grpc.Client;
+  private readonly authorization: string | undefined;
 
   constructor(address: string, options: VqDiffusionClientOptions = {}) {
     const { target, tls } = parseAddress(address);
-    const credentials = options.credentials ?? (tls ? grpc.credentials.createSsl() : grpc.credentials.createInsecure());
+    if (options.rootCerts !== undefined && !tls && options.credentials === undefined) {
+      throw new TypeError("rootCerts need an https:// address");
+    }
+    this.authorization = options.apiKey === undefined ? undefined : "Bearer " + checkApiKey(options.apiKey);
+    const credentials =
+      options.credentials ?? (tls ? grpc.credentials.createSsl(options.rootCerts ?? null) : grpc.credentials.createInsecure());
     this.client = new grpc.Client(target, credentials, {
       "grpc.max_receive_message_length": options.maxReceiveMessageLength ?? DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH,
       ...options.channelOptions,
     });
+  }
+
+  /** The call's metadata: the caller's (copied) plus the API key's `authorization` entry. */
+  private metadataFor(options: CallOptions): grpc.Metadata {
+    const metadata = options.metadata?.clone() ?? new grpc.Metadata();
+    if (this.authorization !== undefined) metadata.set("authorization", this.authorization);
+    return metadata;
   }
 
   /** Closes the channel; calls in flight are not affected until they finish. */
@@ -269,7 +289,7 @@ export class VqDiffusionClient {
       (m: typeof message) => Buffer.from(toBinary(GenerateRequestSchema, m)),
       (b: Buffer) => fromBinary(GenerateResponseSchema, b),
       message,
-      options.metadata ?? new grpc.Metadata(),
+      this.metadataFor(options),
       options.deadline === undefined ? {} : { deadline: options.deadline },
     );
     let aborted = false;
@@ -332,7 +352,7 @@ export class VqDiffusionClient {
         (m: ReturnType<typeof create<typeof GetModelInfoRequestSchema>>) => Buffer.from(toBinary(GetModelInfoRequestSchema, m)),
         (b: Buffer) => fromBinary(GetModelInfoResponseSchema, b),
         create(GetModelInfoRequestSchema),
-        options.metadata ?? new grpc.Metadata(),
+        this.metadataFor(options),
         options.deadline === undefined ? {} : { deadline: options.deadline },
         (err, value) => {
           signal?.removeEventListener("abort", onAbort);
@@ -349,6 +369,14 @@ export class VqDiffusionClient {
       signal?.addEventListener("abort", onAbort, { once: true });
     });
   }
+}
+
+/** An API key as sent: not empty, printable ASCII without spaces (the CLI's rule); a TypeError never quotes it. */
+export function checkApiKey(apiKey: string): string {
+  if (typeof apiKey !== "string") throw new TypeError("apiKey must be a string");
+  if (apiKey.length === 0) throw new TypeError("apiKey must not be empty");
+  if (!/^[\x21-\x7e]+$/.test(apiKey)) throw new TypeError("apiKey must be printable ASCII without spaces");
+  return apiKey;
 }
 
 function toSeed(seed: bigint | number): bigint {
