@@ -225,6 +225,11 @@ public sealed class GenerateOptions
                     break;
                 case "--ca-cert":
                     o.CaCertFile = Value();
+                    if (o.CaCertFile.Length == 0)
+                    {
+                        throw new UsageException("--ca-cert must not be empty.");
+                    }
+
                     remoteOnly ??= flag;
                     break;
                 case "--device":

@@ -59,6 +59,7 @@ public sealed class ClientParityTests : IClassFixture<SharedServerFixture>, ICla
         ["server-empty"] = (["--server=", "--prompt", "a cat", "--output", "{dir}/out"], 2, "error: --server must be an http:// or https:// URL (http://host:port), got ''."),
 
         // TLS: --ca-cert only for https://, read before the first call.
+        ["ca-cert-empty"] = (Base("--ca-cert="), 2, "error: --ca-cert must not be empty."),
         ["ca-cert-http"] = (Base("--ca-cert", "{dir}/text.txt"), 2, "error: --ca-cert needs an https:// --server."),
         ["ca-cert-missing"] = (["--server", "https://127.0.0.1:1", "--prompt", "a cat", "--output", "{dir}/out", "--ca-cert", "{dir}/missing.pem"], 2, "error: --ca-cert {dir}/missing.pem: Could not find file '{dir}/missing.pem'."),
         ["ca-cert-not-pem"] = (["--server", "https://127.0.0.1:1", "--prompt", "a cat", "--output", "{dir}/out", "--ca-cert", "{dir}/text.txt"], 2, "error: --ca-cert {dir}/text.txt: no PEM certificate (-----BEGIN CERTIFICATE-----)."),

@@ -271,6 +271,8 @@ def parse_args(args: List[str]) -> Options:
             remote_only = remote_only or flag
         elif flag == "--ca-cert":
             o.ca_cert = value()
+            if o.ca_cert == "":
+                raise UsageError("--ca-cert must not be empty.")
             remote_only = remote_only or flag
         elif flag in LOCAL_ONLY:
             value()

@@ -239,6 +239,7 @@ export function parseArgs(args: string[]): Options {
         break;
       case "--ca-cert":
         o.caCert = value();
+        if (o.caCert === "") throw new UsageError("--ca-cert must not be empty.");
         remoteOnly ??= flag;
         break;
       case "--quiet":
