@@ -29,7 +29,8 @@ public sealed class DrainingReplicaTests
         // and the client retries. least_conn tends to pick that replica again (it ends such calls at once, so it has the
         // fewest in progress), and on two loaded cores that moment outlasted the default budget (3 attempts within
         // 0.75 s) once in CI, so the calls here use the retry budget the README recommends behind a proxy: 6 attempts
-        // over about 15 s.
+        // over about 15 s. A call the replica accepted just before the signal is queued and then ended with UNAVAILABLE
+        // when the drain closes the queue: it never started, and the client sends it again (seen once in CI).
         var retries = new System.Collections.Concurrent.ConcurrentQueue<string>();
         using var client = new VqDiffusionClient(c.Nginx.Address, new VqDiffusionClientOptions
         {

@@ -124,6 +124,30 @@ public sealed class RetryTests
     }
 
     [Fact]
+    public async Task AStreamThatFailsWhileOnlyQueuedIsRetriedByDefault()
+    {
+        // What a replica that begins to shut down does to its queue: the queued request ends with UNAVAILABLE before
+        // its run started, so sending it again loses nothing.
+        await using var server = await FakeVqDiffusionServer.StartAsync((attempt, request) => attempt == 1
+            ? new FakeReply([new GenerateResponse { Queued = new QueuedEvent { Position = 1, QueueLength = 1 } }], StatusCode.Unavailable, "the server is shutting down")
+            : Success(request, "second"));
+        var retries = new ConcurrentQueue<RetryAttempt>();
+        using var client = new VqDiffusionClient(server.Address, Options(retries));
+
+        var seen = new List<GenerationEvent>();
+        await foreach (GenerationEvent e in client.GenerateAsync(new GenerateRequest { Prompts = { "a" } }))
+        {
+            seen.Add(e);
+        }
+
+        Assert.IsType<GenerationEvent.Queued>(seen[0]);
+        Assert.IsType<GenerationEvent.Started>(seen[1]);
+        Assert.Equal("second", System.Text.Encoding.UTF8.GetString(Assert.Single(seen.OfType<GenerationEvent.ImageGenerated>()).Data));
+        Assert.Equal(2, server.GenerateRequests.Count);
+        Assert.Equal((StatusCode.Unavailable, false), Assert.Single(retries) is var r ? (r.StatusCode, r.AfterEvents) : default);
+    }
+
+    [Fact]
     public async Task OptedInAStreamThatFailedAfterEventsRunsAgainWithTheSeedItReported()
     {
         // Odd attempts fail after two events, even ones succeed.

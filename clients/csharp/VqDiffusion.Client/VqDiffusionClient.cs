@@ -16,7 +16,8 @@ namespace VqDiffusion.Client;
 /// Client of the VqDiffusion.Grpc service. Failed calls throw <see cref="VqDiffusionException"/>;
 /// a cancelled <see cref="CancellationToken"/> throws <see cref="OperationCanceledException"/>.
 /// UNAVAILABLE and RESOURCE_EXHAUSTED are retried with backoff (<see cref="VqDiffusionRetryOptions"/>); a Generate
-/// stream only while none of its events has arrived, unless <see cref="VqDiffusionRetryOptions.RetryGenerateAfterEvents"/>.
+/// stream only while none of its events but queue positions has arrived (its run has not started), unless
+/// <see cref="VqDiffusionRetryOptions.RetryGenerateAfterEvents"/>.
 /// </summary>
 public sealed class VqDiffusionClient : IDisposable
 {
@@ -211,7 +212,9 @@ public sealed class VqDiffusionClient : IDisposable
                         yield break;
                     }
 
-                    receivedEvents = true;
+                    // Queue positions are not work: a stream that ended while queued (a replica that began to shut
+                    // down, say) never started its run, so it may be sent again like one that failed before any event.
+                    receivedEvents |= next is not GenerationEvent.Queued;
                     if (next is GenerationEvent.Started started)
                     {
                         startedSeed = started.Seed;

@@ -39,7 +39,9 @@ public sealed class VqDiffusionRetryOptions
 
     /// <summary>
     /// Whether a Generate stream that fails after some of its events arrived is run again. Off by default: the
-    /// caller has already seen events of a run that is now lost. When on, the request is sent again from the start
+    /// caller has already seen events of a run that is now lost. <c>Queued</c> events do not count: a stream that
+    /// fails while only queued (a replica that began to shut down ends its queue with UNAVAILABLE) is always retried,
+    /// and its caller sees the queue positions of the next attempt after the first ones. When on, the request is sent again from the start
     /// (the stream restarts with <c>Queued</c>/<c>Started</c>; <see cref="VqDiffusionClient.GenerateImagesAsync"/> keeps only
     /// the last run's images) and, when the request had no seed, with the seed the failed run reported in
     /// <c>Started</c>, so the retried run makes the images the first one would have made.
