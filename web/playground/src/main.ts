@@ -313,7 +313,7 @@ function showParameters(started: StartedEvent, extra: [string, string][] = []): 
     ["request id", started.requestId],
     ["prompts", started.prompts.join(" | ")],
     ["seed", `${started.seed}`],
-    ["steps", `${started.numInferenceSteps} (${started.totalSteps} network calls)`],
+    ["steps", `${started.numInferenceSteps} (${started.totalSteps} transformer passes)`],
     ["timesteps", started.timesteps.length > 0 ? `${started.timesteps[0]} … ${started.timesteps[started.timesteps.length - 1]}` : "–"],
     ["guidance scale", `${started.guidanceScale}`],
     ["truncation rate", `${+started.truncationRate.toFixed(6)}`],
