@@ -6,8 +6,8 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { PNG } from "pngjs";
 import { ImageFormat, VqDiffusionClient, VqDiffusionError, type GenerateEvent } from "../src/index.js";
+import { assertSamePixels } from "./pixels.js";
 import { REPO_ROOT, startServer, type TestServer } from "./server.js";
 
 const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -22,23 +22,6 @@ before(async () => {
 after(async () => {
   await server?.stop();
 });
-
-/** Asserts two PNGs decode to the same pixels: |diff| <= 1 everywhere and > 0 on < 0.5% of values. */
-function assertSamePixels(actual: Uint8Array, expectedFile: string): void {
-  const a = PNG.sync.read(Buffer.from(actual));
-  const e = PNG.sync.read(readFileSync(expectedFile));
-  assert.equal(a.width, e.width);
-  assert.equal(a.height, e.height);
-  let differing = 0;
-  let maxDiff = 0;
-  for (let i = 0; i < e.data.length; i++) {
-    const d = Math.abs(a.data[i]! - e.data[i]!);
-    if (d > 0) differing++;
-    maxDiff = Math.max(maxDiff, d);
-  }
-  assert.ok(maxDiff <= 1, `max |diff| ${maxDiff} > 1`);
-  assert.ok(differing / e.data.length < 0.005, `${differing} of ${e.data.length} values differ`);
-}
 
 test("getModelInfo describes the tiny test model", async () => {
   const info = await server.client.getModelInfo();

@@ -34,16 +34,6 @@ public sealed partial class ApiKeyStore
         }
     }
 
-    /// <summary>How many keys are accepted now.</summary>
-    public int Count
-    {
-        get
-        {
-            ReloadIfChanged(force: false);
-            return _configured.Count + _fromFile.Count;
-        }
-    }
-
     /// <summary>The name of the key <paramref name="presented"/>, or null when it is none of them.</summary>
     public string? NameOf(string presented)
     {

@@ -42,7 +42,7 @@ public sealed class AuthInterceptor(IOptions<AuthOptions> options, ILogger<AuthI
     }
 
     /// <summary>Whether calls of <paramref name="method"/> (<c>/package.Service/Method</c>) need credentials.</summary>
-    public bool Requires(string method)
+    private bool Requires(string method)
     {
         if (!_options.Enabled || method.StartsWith("/grpc.health.v1.Health/", StringComparison.Ordinal))
         {
