@@ -13,12 +13,12 @@ namespace VqDiffusion.Benchmarks;
 /// <summary>
 /// Figures on any diffusers folder (never pass/fail): the same requests in-process on the main thread of this
 /// console process, on a new thread, and over gRPC against the server started as a separate process; the phase
-/// table (s/step); the transformer's GEMM rate against a microbenchmark of the same matrix shapes; minor page
+/// table (s/step), the in-process and gRPC runs paired in alternating order; the transformer's GEMM rate against a microbenchmark of the same matrix shapes; minor page
 /// faults and RSS per request.
 /// </summary>
 internal static class PhaseBenchmark
 {
-    public static async Task<int> RunAsync(string repo, string[] args)
+    public static int Run(string repo, string[] args)
     {
         string model = BenchArgs.Value(args, "--model") ?? Path.Combine(repo, "models", "tiny-ithq");
         int steps = int.Parse(BenchArgs.Value(args, "--steps") ?? "10", CultureInfo.InvariantCulture);
@@ -41,37 +41,53 @@ internal static class PhaseBenchmark
 
         GenerationRequest Request(float rate) => new() { Prompts = [prompt], NumInferenceSteps = steps, GuidanceScale = 5, TruncationRate = rate, Seed = 0 };
 
-        // 1. In-process on the main thread: the DenoisingRun loop and the decode, with phases.
-        var mainTimes = new Dictionary<float, List<double>>();
-        var mainFaults = new List<long>();
+        // The server (if any) starts now and stays warm; then each request runs once in-process on this thread and once
+        // over gRPC, alternating which goes first (ABBA), so that the machine's slow drifts fall on both sides of every
+        // pair. The gRPC calls block this thread (their I/O runs on the thread pool): every in-process run stays on the
+        // process's main thread, where the server runs its model too.
+        int mainThread = Environment.CurrentManagedThreadId;
+        ServerProcess? server = grpc ? ServerProcess.StartAsync(repo, model).GetAwaiter().GetResult() : null;
+        var mainRuns = new Dictionary<float, List<Sample>>();
+        var grpcRuns = new Dictionary<float, List<Sample>>();
         var phases = new List<StepPhases>();
         var decode = new List<double>();
-        foreach (float rate in rates)
+        var serverThreadFaults = new List<string>();
+        try
         {
-            mainTimes[rate] = [];
-            for (int i = 0; i < repeats; i++)
+            foreach (float rate in rates)
             {
-                long faults = ProcessStats.MinorFaults();
-                var sw = Stopwatch.StartNew();
-                using (DenoisingRun run = pipeline.Start(Request(rate)))
+                mainRuns[rate] = [];
+                grpcRuns[rate] = [];
+                for (int i = 0; i < repeats; i++)
                 {
-                    run.TrackPredictedX0 = false; // as the server runs a request without previews
-                    while (!run.IsDone)
+                    bool grpcFirst = i % 2 == 1;
+                    if (server is not null && grpcFirst)
                     {
-                        phases.Add(run.Step().Phases);
+                        grpcRuns[rate].Add(OverGrpc(server, prompt, steps, rate, serverThreadFaults));
                     }
 
-                    var d = Stopwatch.StartNew();
-                    run.Decode();
-                    decode.Add(d.Elapsed.TotalSeconds);
-                }
+                    if (Environment.CurrentManagedThreadId != mainThread)
+                    {
+                        throw new InvalidOperationException("the in-process runs left the main thread");
+                    }
 
-                mainTimes[rate].Add(sw.Elapsed.TotalSeconds);
-                mainFaults.Add(ProcessStats.MinorFaults() - faults);
+                    mainRuns[rate].Add(InProcess(pipeline, Request(rate), phases, decode));
+                    if (server is not null && !grpcFirst)
+                    {
+                        grpcRuns[rate].Add(OverGrpc(server, prompt, steps, rate, serverThreadFaults));
+                    }
+                }
+            }
+        }
+        finally
+        {
+            if (server is not null)
+            {
+                server.DisposeAsync().AsTask().GetAwaiter().GetResult();
             }
         }
 
-        // 2. The same on a new thread (what a worker thread would see).
+        // The same on a new thread (what the old dedicated worker thread saw).
         var threadTimes = new Dictionary<float, List<double>>();
         var threadFaults = new List<long>();
         if (threads)
@@ -99,7 +115,7 @@ internal static class PhaseBenchmark
 
         double rssInProcess = ProcessStats.RssMiB();
 
-        // 3. Phase table and the GEMM rate of the transformer's own shapes.
+        // Phase table and the GEMM rate of the transformer's own shapes.
         // Medians over the steps: this 2-core machine's speed varies from run to run, and a median is steadier.
         double Typical(Func<StepPhases, TimeSpan> f) => Median(phases.Select(p => f(p).TotalSeconds).ToList());
         double stepMean = Typical(p => p.Total);
@@ -121,65 +137,99 @@ internal static class PhaseBenchmark
             $"({gemm.Seconds:F3} s) → forward at {transformerRate / gemm.GflopsPerSecond:P0} of the GEMM rate");
         Console.WriteLine();
 
-        // 4. Over gRPC, against the published server as its own process.
-        var grpcTimes = new Dictionary<float, List<double>>();
-        var serverFaults = new List<long>();
-        var serverRss = new List<double>();
-        double serverReady = double.NaN;
-        if (grpc)
-        {
-            (grpcTimes, serverFaults, serverRss, serverReady) = await OverGrpcAsync(repo, model, rates, repeats, prompt, steps);
-        }
-
-        Console.WriteLine("| truncation | in-process, main thread (s) | in-process, new thread (s) | over gRPC, warm server (s) | gRPC / main thread |");
+        Console.WriteLine("Each request in-process (main thread) and over gRPC (warm server), in alternating order; wall seconds, with CPU seconds of the process that ran the model in brackets:");
+        Console.WriteLine();
+        Console.WriteLine("| truncation | in-process, main thread | over gRPC, warm server | gRPC / in-process, pair by pair | in-process, new thread |");
         Console.WriteLine("|---|---|---|---|---|");
+        var wallRatios = new List<double>();
+        var cpuRatios = new List<double>();
         foreach (float rate in rates)
         {
-            double main = mainTimes[rate].Min();
             string thread = threadTimes.TryGetValue(rate, out var tt) ? Join(tt) : "–";
-            string overGrpc = grpcTimes.TryGetValue(rate, out var g) ? Join(g) : "–";
-            string ratio = grpcTimes.TryGetValue(rate, out var g2) ? $"{g2.Min() / main:F3}" : "–";
-            Console.WriteLine($"| {rate} | {Join(mainTimes[rate])} | {thread} | {overGrpc} | {ratio} |");
+            List<Sample> g = grpcRuns[rate];
+            List<Sample> m = mainRuns[rate];
+            var pairs = g.Zip(m, (a, b) => a.Seconds / b.Seconds).ToList();
+            wallRatios.AddRange(pairs);
+            cpuRatios.AddRange(g.Zip(m, (a, b) => a.CpuSeconds / b.CpuSeconds));
+            string overGrpc = g.Count > 0 ? Describe(g) : "–";
+            string ratio = pairs.Count > 0 ? Join(pairs, "F3") : "–";
+            Console.WriteLine($"| {rate} | {Describe(m)} | {overGrpc} | {ratio} | {thread} |");
         }
 
         Console.WriteLine();
-        Console.WriteLine($"minor page faults per request (thousands): main thread {Join(mainFaults.Select(f => f / 1000.0), "F0")}" +
+        if (wallRatios.Count > 0)
+        {
+            Console.WriteLine($"gRPC / in-process over {wallRatios.Count} pairs: wall time median {Median(wallRatios):F3} (range {wallRatios.Min():F3}–{wallRatios.Max():F3}); " +
+                $"CPU time median {Median(cpuRatios):F3} (range {cpuRatios.Min():F3}–{cpuRatios.Max():F3})");
+        }
+
+        List<Sample> allMain = mainRuns.Values.SelectMany(v => v).ToList();
+        List<Sample> allGrpc = grpcRuns.Values.SelectMany(v => v).ToList();
+        Console.WriteLine($"minor page faults per request (thousands, in run order): main thread {Join(allMain.Select(f => f.Faults / 1000.0), "F0")}" +
             (threadFaults.Count > 0 ? $"; new thread {Join(threadFaults.Select(f => f / 1000.0), "F0")}" : string.Empty) +
-            (serverFaults.Count > 0 ? $"; server {Join(serverFaults.Select(f => f / 1000.0), "F0")}" : string.Empty));
+            (allGrpc.Count > 0 ? $"; server {Join(allGrpc.Select(f => f.Faults / 1000.0), "F0")}" : string.Empty));
+        for (int i = 0; i < serverThreadFaults.Count; i++)
+        {
+            Console.WriteLine($"server request {i + 1}, faults by thread: {serverThreadFaults[i]}");
+        }
+
         Console.WriteLine($"RSS: this process {rssInProcess:F0} MiB after the in-process runs" +
-            (serverRss.Count > 0 ? $"; server after each request {Join(serverRss, "F0")} MiB; server ready (SERVING) {serverReady:F1} s after start" : string.Empty));
+            (allGrpc.Count > 0 ? $"; server after each request {Join(allGrpc.Select(s => s.RssMiB), "F0")} MiB; server ready (SERVING) {server!.ReadySeconds:F1} s after start" : string.Empty));
         return 0;
     }
 
-    private static async Task<(Dictionary<float, List<double>>, List<long>, List<double>, double)> OverGrpcAsync(
-        string repo, string model, float[] rates, int repeats, string prompt, int steps)
-    {
-        var times = new Dictionary<float, List<double>>();
-        var faults = new List<long>();
-        var rss = new List<double>();
-        await using var server = await ServerProcess.StartAsync(repo, model);
-        var client = server.Client;
-        foreach (float rate in rates)
-        {
-            times[rate] = [];
-            for (int i = 0; i < repeats; i++)
-            {
-                var request = new GenerateRequest { Prompts = { prompt }, NumInferenceSteps = steps, GuidanceScale = 5, TruncationRate = rate, Seed = 0 };
-                long before = ProcessStats.MinorFaults(server.Pid);
-                var sw = Stopwatch.StartNew();
-                using var call = client.Generate(request);
-                await foreach (var _ in call.ResponseStream.ReadAllAsync())
-                {
-                }
+    /// <summary>One request's wall and CPU seconds, minor page faults and the RSS after it, of the process that ran the model.</summary>
+    private readonly record struct Sample(double Seconds, double CpuSeconds, long Faults, double RssMiB);
 
-                times[rate].Add(sw.Elapsed.TotalSeconds);
-                faults.Add(ProcessStats.MinorFaults(server.Pid) - before);
-                rss.Add(ProcessStats.RssMiB(server.Pid));
+    private static Sample InProcess(VQDiffusionPipeline pipeline, GenerationRequest request, List<StepPhases> phases, List<double> decode)
+    {
+        long faults = ProcessStats.MinorFaults();
+        double cpu = ProcessStats.CpuSeconds();
+        var sw = Stopwatch.StartNew();
+        using (DenoisingRun run = pipeline.Start(request))
+        {
+            run.TrackPredictedX0 = false; // as the server runs a request without previews
+            while (!run.IsDone)
+            {
+                phases.Add(run.Step().Phases);
             }
+
+            var d = Stopwatch.StartNew();
+            run.Decode();
+            decode.Add(d.Elapsed.TotalSeconds);
         }
 
-        return (times, faults, rss, server.ReadySeconds);
+        return new Sample(sw.Elapsed.TotalSeconds, ProcessStats.CpuSeconds() - cpu, ProcessStats.MinorFaults() - faults, ProcessStats.RssMiB());
     }
+
+    private static Sample OverGrpc(ServerProcess server, string prompt, int steps, float rate, List<string> threadFaults)
+    {
+        var request = new GenerateRequest { Prompts = { prompt }, NumInferenceSteps = steps, GuidanceScale = 5, TruncationRate = rate, Seed = 0 };
+        long before = ProcessStats.MinorFaults(server.Pid);
+        double cpu = ProcessStats.CpuSeconds(server.Pid);
+        var perThread = ProcessStats.ThreadFaults(server.Pid);
+        var sw = Stopwatch.StartNew();
+        Task.Run(async () =>
+        {
+            using var call = server.Client.Generate(request);
+            await foreach (var _ in call.ResponseStream.ReadAllAsync())
+            {
+            }
+        }).GetAwaiter().GetResult();
+        double seconds = sw.Elapsed.TotalSeconds;
+        var after = ProcessStats.ThreadFaults(server.Pid);
+        threadFaults.Add(string.Join(", ", after
+            .Select(kv => (Name: kv.Key == server.Pid ? "main thread" : kv.Value.Name, Faults: kv.Value.Faults - (perThread.TryGetValue(kv.Key, out var b) ? b.Faults : 0)))
+            .Where(t => t.Faults >= 1000)
+            .OrderByDescending(t => t.Faults)
+            .Take(4)
+            .Select(t => $"{t.Name} {t.Faults / 1000.0:F0}k")
+            .DefaultIfEmpty("none over 1k")));
+        return new Sample(seconds, ProcessStats.CpuSeconds(server.Pid) - cpu, ProcessStats.MinorFaults(server.Pid) - before, ProcessStats.RssMiB(server.Pid));
+    }
+
+    private static string Describe(List<Sample> samples) =>
+        string.Join(" / ", samples.Select(s => $"{s.Seconds.ToString("F2", CultureInfo.InvariantCulture)} ({s.CpuSeconds.ToString("F1", CultureInfo.InvariantCulture)})"));
 
     private static double Median(List<double> values)
     {
@@ -201,6 +251,40 @@ internal static class ProcessStats
         string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
         return long.Parse(fields[7], CultureInfo.InvariantCulture);
     }
+
+    /// <summary>User plus system CPU seconds of a process so far, all its threads (fields 14 and 15 of /proc/PID/stat).</summary>
+    public static double CpuSeconds(int? pid = null)
+    {
+        string stat = File.ReadAllText(pid is int p ? $"/proc/{p}/stat" : "/proc/self/stat");
+        string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        return (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / (double)ClockTicksPerSecond;
+    }
+
+    /// <summary>Minor page faults so far of each thread of a process, by thread id, with the thread's name.</summary>
+    public static Dictionary<int, (string Name, long Faults)> ThreadFaults(int pid)
+    {
+        var result = new Dictionary<int, (string, long)>();
+        foreach (string dir in Directory.EnumerateDirectories($"/proc/{pid}/task"))
+        {
+            try
+            {
+                string stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                int open = stat.IndexOf('(');
+                int close = stat.LastIndexOf(')');
+                string[] fields = stat[(close + 2)..].Split(' ');
+                result[int.Parse(Path.GetFileName(dir), CultureInfo.InvariantCulture)] = (stat[(open + 1)..close], long.Parse(fields[7], CultureInfo.InvariantCulture));
+            }
+            catch (IOException)
+            {
+                // the thread ended between the listing and the read
+            }
+        }
+
+        return result;
+    }
+
+    // USER_HZ: 100 on every Linux architecture .NET runs on.
+    private const int ClockTicksPerSecond = 100;
 
     public static double RssMiB(int? pid = null) => StatusKiB("VmRSS:", pid) / 1024.0;
 

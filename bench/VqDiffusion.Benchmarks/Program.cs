@@ -31,7 +31,7 @@ switch (command)
             IntArg("--head-dim"),
             ulong.Parse(ArgValue("--seed") ?? "0", System.Globalization.CultureInfo.InvariantCulture));
     case "phases":
-        return await VqDiffusion.Benchmarks.PhaseBenchmark.RunAsync(repo, args);
+        return VqDiffusion.Benchmarks.PhaseBenchmark.Run(repo, args);
     case "concurrency":
         return await VqDiffusion.Benchmarks.ConcurrencyBenchmark.RunAsync(repo, args);
     case "startup":

@@ -21,9 +21,15 @@ internal static class StartupBenchmark
             .Where(f => f.EndsWith(".safetensors", StringComparison.Ordinal) || f.EndsWith(".bin", StringComparison.Ordinal))
             .Sum(f => new FileInfo(f).Length);
         Console.WriteLine($"model {model}: {weightBytes / 1e9:F2} GB of weights on disk");
-        await using var server = await ServerProcess.StartAsync(repo, model);
+        await using var server = await ServerProcess.StartAsync(
+            repo, model, line => line.Contains("Model ready", StringComparison.Ordinal), "--Logging:LogLevel:VqDiffusion.Server.Services.ModelHost=Information");
         double peak = ProcessStats.PeakRssMiB(server.Pid);
         Console.WriteLine($"SERVING {server.ReadySeconds:F1} s after process start; peak RSS {peak:F0} MiB = {peak * 1024 * 1024 / weightBytes:F2} × the weights; RSS {ProcessStats.RssMiB(server.Pid):F0} MiB");
+        foreach (string line in server.KeptLines)
+        {
+            Console.WriteLine($"server: {line.Trim()}");
+        }
+
         for (int i = 0; i < requests; i++)
         {
             var sw = Stopwatch.StartNew();

@@ -622,22 +622,35 @@ public sealed class VQDiffusionPipeline : IDisposable
     }
 
     /// <summary>
-    /// One short generation (a single guided step with truncation, then the decode) and one scheduler step at
-    /// t = 1 (the posterior, which a single step at t = 0 skips), so that the first real request pays none of the
-    /// one-time costs: JIT, libtorch's kernel and thread-pool set-up, the allocator growing to a step's working set.
-    /// One transformer forward only: at full ITHQ size on a CPU that is most of the start-up. Returns the images
-    /// (encode one to warm the image codecs too).
+    /// Gets the pipeline ready for its first request: every weight page brought into memory
+    /// (<see cref="WeightPages.Prefetch"/>: mapped weights are otherwise read on first use), then one short generation
+    /// (a single guided step with truncation through the transformer's first block only, then the decode) and one
+    /// scheduler step at t = 1 (the posterior, which a single step at t = 0 skips), so that the first real request pays
+    /// none of the one-time costs: page faults, JIT, libtorch's kernel and thread-pool set-up, the allocator growing to a
+    /// step's working set. Every transformer block has the same shapes, so one block warms what all of them use, at
+    /// 1/num_layers of a forward (the full ITHQ model's 36-block forward is most of a CPU start-up otherwise). Returns
+    /// the images (encode one to warm the image codecs too); they are not those of a full generation.
     /// </summary>
     public GenerationResult WarmUp()
     {
-        GenerationResult result = Generate(new GenerationRequest
+        WeightPages.Prefetch(Weights());
+        GenerationResult result;
+        transformer.BlocksToRun = 1;
+        try
         {
-            Prompts = ["a warm-up prompt"],
-            NumInferenceSteps = 1,
-            GuidanceScale = GenerationRequest.DefaultGuidanceScale,
-            TruncationRate = 0.86f,
-            Seed = 0,
-        });
+            result = Generate(new GenerationRequest
+            {
+                Prompts = ["a warm-up prompt"],
+                NumInferenceSteps = 1,
+                GuidanceScale = GenerationRequest.DefaultGuidanceScale,
+                TruncationRate = 0.86f,
+                Seed = 0,
+            });
+        }
+        finally
+        {
+            transformer.BlocksToRun = int.MaxValue;
+        }
 
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
@@ -648,6 +661,11 @@ public sealed class VQDiffusionPipeline : IDisposable
         scheduler.Step(logPx0, Math.Min(1, scheduler.NumTrainTimesteps - 1), masked, generator);
         return result;
     }
+
+    /// <summary>Every parameter and buffer of the pipeline's modules (the pipeline owns them).</summary>
+    internal IEnumerable<Tensor> Weights() =>
+        new nn.Module[] { text_encoder, transformer, vqvae, learned_classifier_free_sampling_embeddings }
+            .SelectMany(m => m.parameters().Cast<Tensor>().Concat(m.buffers()));
 
     /// <summary>
     /// diffusers' <c>_encode_prompt</c>: CLIP last hidden state / its L2 norm, repeated per image;

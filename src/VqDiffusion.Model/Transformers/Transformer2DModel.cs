@@ -81,6 +81,13 @@ public sealed class Transformer2DModel : nn.Module
 
     public int InnerDim { get; }
 
+    /// <summary>
+    /// How many of the blocks <see cref="ForwardLogits"/> runs: all of them, except in the pipeline's warm-up, which runs
+    /// the first one only (every block has the same shapes, so one block sets up the same kernels and the same working
+    /// set as all of them, at 1/num_layers of a forward's cost: most of the start-up of the full ITHQ model on a CPU).
+    /// </summary>
+    internal int BlocksToRun { get; set; } = int.MaxValue;
+
     /// <param name="latents">int64 <c>[B, H·W]</c> latent classes in <c>[0, num_vector_embeds)</c> (the last class is the mask).</param>
     /// <param name="encoderHiddenStates"><c>[B, 77, cross_attention_dim]</c> text embeddings (in the model's dtype).</param>
     /// <param name="timestep">One diffusion timestep for the whole batch, in <c>[0, num_embeds_ada_norm)</c>.</param>
@@ -125,10 +132,18 @@ public sealed class Transformer2DModel : nn.Module
         // 1. Input
         Tensor hiddenStates = latent_image_embedding.forward(latents);
 
-        // 2. Blocks
+        // 2. Blocks (each block's input is released as soon as its output exists: one hidden state at a time)
+        int blocks = 0;
         foreach (BasicTransformerBlock block in transformer_blocks)
         {
-            hiddenStates = block.forward(hiddenStates, encoderHiddenStates, timestep);
+            if (blocks++ == BlocksToRun)
+            {
+                break;
+            }
+
+            Tensor next = block.forward(hiddenStates, encoderHiddenStates, timestep);
+            hiddenStates.Dispose();
+            hiddenStates = next;
         }
 
         // 3. Output projection

@@ -19,6 +19,22 @@ public sealed class VQDiffusionPipelineTests : IClassFixture<TinyPipelineFixture
     private static GenerationRequest Valid => new() { Prompts = ["a photo of a cat"], NumInferenceSteps = 3, Seed = 1 };
 
     [Fact]
+    public void WarmUpLeavesTheWholeTransformerToTheRequests()
+    {
+        using var pipeline = VQDiffusionPipeline.FromPretrained(Fixtures.TinyModel);
+        var run = GoldenPipelineRuns.All(Fixtures.TinyGolden).First();
+        long[] expected = Fixtures.LoadGolden(run.File)["step_samples"][-1].data<long>().ToArray();
+
+        GenerationResult warm = pipeline.WarmUp();
+
+        Assert.Single(warm.Images);
+        Assert.Equal(int.MaxValue, pipeline.transformer.BlocksToRun);
+        long[]? last = null;
+        pipeline.Generate(run.Request, step => last = step.Tokens());
+        Assert.Equal(expected, last);
+    }
+
+    [Fact]
     public void EncodePromptWithGuidanceMatchesDiffusers()
     {
         var golden = Fixtures.LoadGolden("text_encoder.safetensors");

@@ -47,6 +47,33 @@ public sealed class Transformer2DModelTests
     }
 
     [Fact]
+    public void BlocksToRunStopsAfterTheFirstBlocksAsAShallowerModelWould()
+    {
+        using var scope = NewDisposeScope();
+        var golden = Fixtures.LoadGolden("transformer.safetensors");
+        using var model = LoadTiny();
+        Assert.True(model.Config.NumLayers >= 2, "the tiny transformer has at least two blocks");
+        var shallowConfig = ConfigFile.Load<Transformer2DModelConfig>(Path.Combine(TinyDir, "config.json"));
+        shallowConfig.NumLayers = 1;
+        using var shallow = new Transformer2DModel(shallowConfig);
+        StateDictLoader.Load(shallow, WeightsLocator.Locate(TinyDir), new LoadOptions
+        {
+            IgnoreKey = key => key.StartsWith("transformer_blocks.", StringComparison.Ordinal) && !key.StartsWith("transformer_blocks.0.", StringComparison.Ordinal),
+        });
+        Tensor t = torch.tensor(50L);
+        Tensor full = model.ForwardLogits(golden["latents"], golden["encoder_hidden_states"], t);
+
+        model.BlocksToRun = 1;
+        Tensor firstBlock = model.ForwardLogits(golden["latents"], golden["encoder_hidden_states"], t);
+        model.BlocksToRun = model.Config.NumLayers;
+        Tensor allBlocks = model.ForwardLogits(golden["latents"], golden["encoder_hidden_states"], t);
+
+        Assert.True(firstBlock.equal(shallow.ForwardLogits(golden["latents"], golden["encoder_hidden_states"], t)).all().item<bool>(), "one block = the one-block model, bit for bit");
+        Assert.False(firstBlock.equal(full).all().item<bool>(), "one block is not the whole model");
+        Assert.True(allBlocks.equal(full).all().item<bool>(), "as many blocks as the model has = the whole model");
+    }
+
+    [Fact]
     public void TimestepTensorOverloadAgreesWithLongOverload()
     {
         using var scope = NewDisposeScope();
