@@ -32,13 +32,14 @@ internal static class StartupBenchmark
 
         for (int i = 0; i < requests; i++)
         {
+            long faults = ProcessStats.MinorFaults(server.Pid);
             var sw = Stopwatch.StartNew();
             using var call = server.Client.Generate(new GenerateRequest { Prompts = { "a teddy bear playing in the pool" }, NumInferenceSteps = steps, GuidanceScale = 5, Seed = (ulong)i });
             await foreach (var _ in call.ResponseStream.ReadAllAsync())
             {
             }
 
-            Console.WriteLine($"request {i + 1} ({steps} steps): {sw.Elapsed.TotalSeconds:F1} s; RSS {ProcessStats.RssMiB(server.Pid):F0} MiB, peak {ProcessStats.PeakRssMiB(server.Pid):F0} MiB");
+            Console.WriteLine($"request {i + 1} ({steps} steps): {sw.Elapsed.TotalSeconds:F1} s, {(ProcessStats.MinorFaults(server.Pid) - faults) / 1000.0:F0} thousand page faults; RSS {ProcessStats.RssMiB(server.Pid):F0} MiB, peak {ProcessStats.PeakRssMiB(server.Pid):F0} MiB");
         }
 
         return 0;
