@@ -1,18 +1,16 @@
 // API keys and TLS: the client and the example against a server started with Auth:ApiKeys and an https:// endpoint
 // (a self-signed certificate made in a temporary folder, see server.ts), next to a plain server for the same images.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, readdirSync, existsSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { VqDiffusionClient, VqDiffusionError, checkApiKey, type GenerateRequestInit } from "../src/index.js";
 import { assertSamePixels } from "./pixels.js";
+import { runExample } from "./example.js";
 import { REPO_ROOT, startServer, type TestServer } from "./server.js";
 
-const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const GOLDEN = join(REPO_ROOT, "tests/fixtures/tiny-ithq/golden/png/pipeline_single_cfg_0.png");
 const API_KEY = "test-key-0123456789abcdef";
 const WRONG_KEY = "not-the-key-0123456789";
@@ -152,26 +150,6 @@ test("the client rejects a malformed key, and rootCerts without https://", () =>
     message: "rootCerts need an https:// address",
   });
 });
-
-function runExample(args: string[], env: Record<string, string> = {}, cwd = PACKAGE_ROOT): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const base = { ...process.env };
-  delete base.VQD_API_KEY;
-  delete base.VQD_CA_CERT;
-  return new Promise((resolveRun, reject) => {
-    // tsx by its URL: the flag errors run in a temporary folder (relative paths), outside this package.
-    const child = spawn(process.execPath, ["--import", import.meta.resolve("tsx"), join(PACKAGE_ROOT, "examples/generate.ts"), ...args], {
-      cwd,
-      env: { ...base, ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.once("error", reject);
-    child.once("exit", (code) => resolveRun({ code, stdout, stderr }));
-  });
-}
 
 function errorLine(r: { stderr: string }): string {
   const lines = r.stderr.replace(/\n$/, "").split("\n");

@@ -1,16 +1,14 @@
 // Tests of the TypeScript client against a real server process (node's built-in test runner).
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { ImageFormat, VqDiffusionClient, VqDiffusionError, type GenerateEvent } from "../src/index.js";
 import { assertSamePixels } from "./pixels.js";
+import { runExample } from "./example.js";
 import { REPO_ROOT, startServer, type TestServer } from "./server.js";
 
-const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const GOLDEN = join(REPO_ROOT, "tests/fixtures/tiny-ithq/golden/png/pipeline_single_cfg_0.png");
 
 let server: TestServer;
@@ -146,21 +144,6 @@ test("a 50 ms deadline ends a long call with DEADLINE_EXCEEDED", async () => {
     (err: unknown) => err instanceof VqDiffusionError && err.codeName === "DEADLINE_EXCEEDED",
   );
 });
-
-function runExample(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolveRun, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", join(PACKAGE_ROOT, "examples/generate.ts"), ...args], {
-      cwd: PACKAGE_ROOT,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.once("error", reject);
-    child.once("exit", (code) => resolveRun({ code, stdout, stderr }));
-  });
-}
 
 test("the example writes 000.png with the pixels of diffusers' image", async () => {
   const out = mkdtempSync(join(tmpdir(), "vqd-example-"));

@@ -1,12 +1,10 @@
 // The vq-diffusion sampler, editing and inpainting through the TypeScript client and its example: every case of the
 // improved golden set (outputs of the original microsoft/VQ-Diffusion samplers) from its manifest parameters.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { PNG } from "pngjs";
 import {
   ClassifierFreeEmbeddings,
@@ -16,9 +14,9 @@ import {
   type GenerateEvent,
   type GenerateRequestInit,
 } from "../src/index.js";
+import { runExample } from "./example.js";
 import { REPO_ROOT, startServer, type TestServer } from "./server.js";
 
-const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 // The improved golden set; VQD_IMPROVED_GOLDEN selects another set built the same way.
 const GOLDEN = process.env.VQD_IMPROVED_GOLDEN || join(REPO_ROOT, "tests/fixtures/improved-tiny/golden");
 
@@ -206,16 +204,6 @@ test("cross-client output: the vq-diffusion request's PNG bytes (written when VQ
   const target = process.env.VQD_CROSS_CLIENT_OUT;
   if (target) images.forEach((image, k) => writeFileSync(`${target}.vq.${k}`, image.data));
 });
-
-function runExample(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolveRun, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", join(PACKAGE_ROOT, "examples/generate.ts"), ...args], { cwd: PACKAGE_ROOT, stdio: ["ignore", "pipe", "pipe"] });
-    let stderr = "";
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    child.once("error", reject);
-    child.once("exit", (code) => resolveRun({ code, stderr }));
-  });
-}
 
 function exampleFlags(name: string, dir: string): string[] {
   const { request } = caseRequest(name);
