@@ -245,19 +245,13 @@ internal static class PhaseBenchmark
 internal static class ProcessStats
 {
     /// <summary>Minor page faults of a process so far (field 10 of /proc/PID/stat).</summary>
-    public static long MinorFaults(int? pid = null)
-    {
-        string stat = File.ReadAllText(pid is int p ? $"/proc/{p}/stat" : "/proc/self/stat");
-        string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        return long.Parse(fields[7], CultureInfo.InvariantCulture);
-    }
+    public static long MinorFaults(int? pid = null) => StatField(StatFields(pid is int p ? $"/proc/{p}/stat" : "/proc/self/stat"), 10);
 
     /// <summary>User plus system CPU seconds of a process so far, all its threads (fields 14 and 15 of /proc/PID/stat).</summary>
     public static double CpuSeconds(int? pid = null)
     {
-        string stat = File.ReadAllText(pid is int p ? $"/proc/{p}/stat" : "/proc/self/stat");
-        string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        return (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / (double)ClockTicksPerSecond;
+        string[] fields = StatFields(pid is int p ? $"/proc/{p}/stat" : "/proc/self/stat");
+        return (StatField(fields, 14) + StatField(fields, 15)) / (double)ClockTicksPerSecond;
     }
 
     /// <summary>Minor page faults so far of each thread of a process, by thread id, with the thread's name.</summary>
@@ -268,11 +262,8 @@ internal static class ProcessStats
         {
             try
             {
-                string stat = File.ReadAllText(Path.Combine(dir, "stat"));
-                int open = stat.IndexOf('(');
-                int close = stat.LastIndexOf(')');
-                string[] fields = stat[(close + 2)..].Split(' ');
-                result[int.Parse(Path.GetFileName(dir), CultureInfo.InvariantCulture)] = (stat[(open + 1)..close], long.Parse(fields[7], CultureInfo.InvariantCulture));
+                string name = File.ReadAllText(Path.Combine(dir, "comm")).TrimEnd('\n');
+                result[int.Parse(Path.GetFileName(dir), CultureInfo.InvariantCulture)] = (name, StatField(StatFields(Path.Combine(dir, "stat")), 10));
             }
             catch (IOException)
             {
@@ -282,6 +273,16 @@ internal static class ProcessStats
 
         return result;
     }
+
+    /// <summary>The fields of a /proc stat file after the command name (which may hold spaces): field 3 onwards.</summary>
+    private static string[] StatFields(string path)
+    {
+        string stat = File.ReadAllText(path);
+        return stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+    }
+
+    /// <summary>Field <paramref name="number"/> (1-based, as proc(5) numbers them; 3 or more) of <see cref="StatFields"/>.</summary>
+    private static long StatField(string[] fields, int number) => long.Parse(fields[number - 3], CultureInfo.InvariantCulture);
 
     // USER_HZ: 100 on every Linux architecture .NET runs on.
     private const int ClockTicksPerSecond = 100;
